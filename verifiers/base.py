@@ -1,0 +1,68 @@
+"""The verifier interface: images in ComfyUI's layout in, one float per image out, higher is better."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+
+class VerifierError(RuntimeError):
+    """A verifier cannot run: missing model files, missing prompt or labels, bad options. The message names the fix."""
+
+
+class Verifier:
+    """Scores a batch of images `[B, H, W, 3]` (floats in 0..1) in input order.
+
+    `needs` lists what `score` requires beyond images: "prompt", "reference" (x0 prediction images at
+    `reference_sigma`), "labels". All weights live in `self.model`, one `torch.nn.Module`, so a host
+    (ComfyUI's model management) can move it; `score` runs wherever that module currently is.
+    """
+
+    name: str = "verifier"
+    needs: frozenset = frozenset()
+    reference_sigma: Optional[float] = None
+    batch_size: int = 16  # images per model call
+
+    def __init__(self) -> None:
+        self.model: Optional[torch.nn.Module] = None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def to(self, device=None, dtype=None) -> "Verifier":
+        self.model.to(device=device, dtype=dtype)
+        return self
+
+    def release(self) -> None:
+        """Drop the weights; the verifier cannot score afterwards."""
+        self.model = None
+
+    def check(self, prompt: Optional[str] = None, references: Optional[torch.Tensor] = None) -> None:
+        """Raise VerifierError naming what is missing, before any compute is spent."""
+        if "prompt" in self.needs and not (prompt and prompt.strip()):
+            raise VerifierError(f"verifier '{self.name}' needs a prompt: connect the same text you encode for the sampler to the 'prompt' input")
+        if "reference" in self.needs and references is None:
+            raise VerifierError(f"verifier '{self.name}' needs reference images (x0 predictions at sigma {self.reference_sigma})")
+
+    @torch.no_grad()
+    def score(self, images: torch.Tensor, prompt: Optional[str] = None, references: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Return float32 scores `[B]` on the CPU, in input order, scoring `batch_size` images per model call."""
+        self.check(prompt, references)
+        out = []
+        for i in range(0, images.shape[0], self.batch_size):
+            ref = None if references is None else references[i:i + self.batch_size]
+            out.append(self._score(images[i:i + self.batch_size], prompt, ref).float().cpu())
+        return torch.cat(out) if out else torch.zeros(0)
+
+    def _score(self, images: torch.Tensor, prompt: Optional[str], references: Optional[torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def member_scores(self) -> dict:
+        """Per-member scores of the last `score` call (ensembles); empty for single verifiers."""
+        return {}
