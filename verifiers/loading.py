@@ -1,0 +1,195 @@
+"""Where verifier weights come from: an explicit path, the host's model folders, the Hugging Face cache, or a download.
+
+`resolve` never downloads unless asked; when nothing is found its error names what to put where.
+`KNOWN_MODELS` lists the defaults (the README table and the node's model dropdown are built from it).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Optional, Union
+
+from .base import VerifierError
+
+_MODEL_DIRS: list[Path] = []
+_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+_SNAPSHOT_PATTERNS = ("*.json", "*.txt", "*.safetensors", "*.model")
+
+
+@dataclass(frozen=True)
+class KnownModel:
+    """One default model: `name` is what the dropdown shows and `load_<verifier>(model=...)` accepts."""
+
+    name: str
+    verifier: str
+    files: tuple[str, ...]
+    size: str
+    license: str
+    source: str
+    repo: Optional[str] = None  # Hugging Face repo id when it differs from `name`
+    filename: Optional[str] = None  # the single file to take from `repo`; None for a whole folder
+    note: str = ""
+
+    @property
+    def hub_repo(self) -> str:
+        return self.repo or self.name
+
+
+_HF_CLIP_FILES = ("config.json", "model.safetensors", "vocab.json", "merges.txt", "tokenizer.json",
+                  "tokenizer_config.json", "special_tokens_map.json", "preprocessor_config.json")
+_HF_PROCESSOR_FILES = ("preprocessor_config.json", "vocab.json", "merges.txt", "tokenizer.json",
+                       "tokenizer_config.json", "special_tokens_map.json")
+
+KNOWN_MODELS: tuple[KnownModel, ...] = (
+    KnownModel("openai/clip-vit-large-patch14", "clip_score", _HF_CLIP_FILES, "1.7 GB", "MIT",
+               "https://huggingface.co/openai/clip-vit-large-patch14"),
+    KnownModel("openai/clip-vit-base-patch32", "clip_score", _HF_CLIP_FILES, "0.6 GB", "MIT",
+               "https://huggingface.co/openai/clip-vit-base-patch32"),
+    KnownModel("laion/CLIP-ViT-H-14-laion2B-s32B-b79K", "clip_score", _HF_CLIP_FILES, "3.9 GB", "MIT",
+               "https://huggingface.co/laion/CLIP-ViT-H-14-laion2B-s32B-b79K"),
+    KnownModel("sac+logos+ava1-l14-linearMSE.pth", "aesthetic", ("sac+logos+ava1-l14-linearMSE.pth",), "3.7 MB",
+               "Apache-2.0", "https://github.com/christophschuhmann/improved-aesthetic-predictor",
+               repo="camenduru/improved-aesthetic-predictor", filename="sac+logos+ava1-l14-linearMSE.pth",
+               note="also needs openai/clip-vit-large-patch14 (option clip_model)"),
+    KnownModel("yuvalkirstain/PickScore_v1", "pickscore", ("config.json", "model.safetensors"), "3.9 GB",
+               "MIT (PickScore code; the model card states none)", "https://huggingface.co/yuvalkirstain/PickScore_v1",
+               note="also needs the processor files of laion/CLIP-ViT-H-14-laion2B-s32B-b79K (option processor)"),
+    KnownModel("laion/CLIP-ViT-H-14-laion2B-s32B-b79K", "pickscore_processor", _HF_PROCESSOR_FILES, "4 MB", "MIT",
+               "https://huggingface.co/laion/CLIP-ViT-H-14-laion2B-s32B-b79K",
+               note="tokenizer and image processor only, for PickScore"),
+    KnownModel("HPS_v2.1_compressed.pt", "hpsv2", ("HPS_v2.1_compressed.pt",), "1.7 GB", "Apache-2.0",
+               "https://huggingface.co/xswu/HPSv2", repo="xswu/HPSv2", filename="HPS_v2.1_compressed.pt",
+               note="open_clip ViT-H-14"),
+    KnownModel("HPS_v2_compressed.pt", "hpsv2", ("HPS_v2_compressed.pt",), "1.7 GB", "Apache-2.0",
+               "https://huggingface.co/xswu/HPSv2", repo="xswu/HPSv2", filename="HPS_v2_compressed.pt",
+               note="open_clip ViT-H-14"),
+    KnownModel("openai/clip-vit-large-patch14", "clip_zero_shot", _HF_CLIP_FILES, "1.7 GB", "MIT",
+               "https://huggingface.co/openai/clip-vit-large-patch14"),
+    KnownModel("openai/clip-vit-base-patch32", "clip_zero_shot", _HF_CLIP_FILES, "0.6 GB", "MIT",
+               "https://huggingface.co/openai/clip-vit-base-patch32"),
+)
+
+
+def known_models(verifier: Optional[str] = None) -> list[KnownModel]:
+    """The KNOWN_MODELS entries, for one verifier kind or all of them."""
+    return [m for m in KNOWN_MODELS if verifier is None or m.verifier == verifier]
+
+
+def find_known(model: str, verifier: Optional[str] = None) -> Optional[KnownModel]:
+    """The KNOWN_MODELS entry named `model` (for `verifier` when given), else None."""
+    for m in KNOWN_MODELS:
+        if m.name == model and (verifier is None or m.verifier == verifier):
+            return m
+    return None
+
+
+def set_model_dirs(dirs: Union[str, os.PathLike, Iterable[Union[str, os.PathLike]]]) -> None:
+    """Register the folders searched by name (ComfyUI's models/verifiers/ via folder_paths); replaces the list."""
+    if isinstance(dirs, (str, os.PathLike)):
+        dirs = [dirs]
+    _MODEL_DIRS[:] = [Path(d).expanduser() for d in dirs]
+
+
+def model_dirs() -> list[Path]:
+    return list(_MODEL_DIRS)
+
+
+def hf_cache_dir() -> Path:
+    """The Hugging Face hub cache folder, read from the environment at call time (HF_HUB_CACHE, then HF_HOME)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    from huggingface_hub import constants
+    return Path(constants.HF_HUB_CACHE)
+
+
+def _names_under_dirs(model: str, filename: Optional[str]) -> list[str]:
+    names = [model, Path(model).name]
+    if filename:
+        names += [str(Path(model) / filename), filename]
+    return list(dict.fromkeys(n for n in names if n and not Path(n).is_absolute()))
+
+
+def _hub_target(model: str, filename: Optional[str]) -> tuple[Optional[str], Optional[str]]:
+    """(repo id, file) to look for in the Hugging Face cache; KNOWN_MODELS maps dropdown names to repos."""
+    known = find_known(model)
+    if known is not None and filename is None:
+        return known.hub_repo, known.filename
+    return (model, filename) if _REPO_ID.match(model) else (None, filename)
+
+
+def _from_hf_cache(repo: str, filename: Optional[str]) -> Optional[Path]:
+    from huggingface_hub import hf_hub_download, snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        if filename:
+            return Path(hf_hub_download(repo, filename, cache_dir=hf_cache_dir(), local_files_only=True))
+        return Path(snapshot_download(repo, cache_dir=hf_cache_dir(), local_files_only=True))
+    except LocalEntryNotFoundError:
+        return None
+
+
+def _download(repo: str, filename: Optional[str], verifier: str) -> Path:
+    """Fetch into the first model folder when one is registered (found by name next time), else the HF cache."""
+    from huggingface_hub import hf_hub_download, snapshot_download
+
+    dirs = model_dirs()
+    if filename:
+        local_dir = dirs[0] if dirs else None
+        return Path(hf_hub_download(repo, filename, cache_dir=hf_cache_dir(), local_dir=local_dir))
+    known = find_known(repo, verifier)
+    patterns = list(known.files) if known is not None else list(_SNAPSHOT_PATTERNS)
+    local_dir = dirs[0] / Path(repo).name if dirs else None
+    return Path(snapshot_download(repo, cache_dir=hf_cache_dir(), local_dir=local_dir, allow_patterns=patterns))
+
+
+def resolve(model: str, *, verifier: str, expect: str, source: str, allow_download: bool = False,
+            filename: Optional[str] = None) -> Path:
+    """Find `model`: an existing path, then a name under the model folders, then the HF cache, then a download.
+
+    `expect` describes the file or folder wanted and `source` where it comes from; both go into the error
+    raised when nothing is found, together with every place that was searched.
+    """
+    if not model or not str(model).strip():
+        raise VerifierError(f"verifier '{verifier}': no model given; expected {expect} (from {source})")
+    model = str(model).strip()
+    looked: list[str] = []
+
+    path = Path(model).expanduser()
+    looked.append(f"the path {path if path.is_absolute() else Path.cwd() / path}")
+    if path.exists():
+        return path
+
+    names = _names_under_dirs(model, filename)
+    for folder in model_dirs():
+        for name in names:
+            candidate = folder / name
+            if candidate.exists():
+                return candidate
+        looked.append(f"{folder} (as {', '.join(names)})")
+
+    repo, hub_file = _hub_target(model, filename)
+    if repo is not None:
+        found = _from_hf_cache(repo, hub_file)
+        if found is not None:
+            return found
+        what = f"file {hub_file} of repo {repo}" if hub_file else f"repo {repo}"
+        looked.append(f"the Hugging Face cache {hf_cache_dir()} ({what})")
+        if allow_download:
+            return _download(repo, hub_file, verifier)
+
+    where = "\n".join(f"  - {place}" for place in looked)
+    folders = ", ".join(str(d) for d in model_dirs()) or "ComfyUI/models/verifiers (no model folder is registered)"
+    hint = "enable allow_download to fetch it" if repo is not None else "give a full path or a Hugging Face repo id"
+    raise VerifierError(
+        f"verifier '{verifier}' cannot find model '{model}'.\n"
+        f"Expected: {expect}.\n"
+        f"Looked in:\n{where}\n"
+        f"Put it in a model folder ({folders}) under the name '{Path(filename or model).name}', "
+        f"or {hint}. Source: {source}"
+    )
