@@ -1,0 +1,25 @@
+"""Noise search algorithms (pure PyTorch): Random Search, Zero-Order Search, Search over Paths (Ma et al. 2025)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from .budget import BudgetError, estimate_nfe
+from .noise import RENOISE, renoise_flow, renoise_ve, seeded_noise, sphere_neighbour
+from .random_search import random_search
+from .types import Candidate, SearchProblem, SearchResult
+
+ALGORITHMS: dict[str, Callable[..., SearchResult]] = {"random": random_search}
+
+
+def run_search(algorithm: str, problem: SearchProblem, **config) -> SearchResult:
+    """Run the named algorithm ("random", "zero_order", "paths") with its keyword hyperparameters."""
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"unknown search algorithm {algorithm!r}; valid: {', '.join(sorted(ALGORITHMS))}")
+    return ALGORITHMS[algorithm](problem, **config)
+
+
+__all__ = [
+    "ALGORITHMS", "BudgetError", "Candidate", "RENOISE", "SearchProblem", "SearchResult", "estimate_nfe",
+    "random_search", "renoise_flow", "renoise_ve", "run_search", "seeded_noise", "sphere_neighbour",
+]

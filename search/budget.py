@@ -1,0 +1,198 @@
+"""NFE planning: the exact cost of a search before it runs, and how a budget shrinks it.
+
+The algorithms plan with the same functions, so ``estimate_nfe`` and ``SearchResult.nfe`` cannot drift.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+
+from .types import Cost
+
+Tensor = torch.Tensor
+NfeFn = Callable[[Tensor], int]
+
+
+class BudgetError(ValueError):
+    """The NFE budget cannot pay for even the smallest run of the algorithm."""
+
+
+def nfe_fn(cost: Optional[Cost]) -> NfeFn:
+    """NFEs per candidate for a sigma slice, as ``SearchProblem.nfe`` counts them (default: one per step)."""
+    if cost is None:
+        return lambda sigmas: len(sigmas) - 1
+    return lambda sigmas: int(cost(sigmas))
+
+
+def _check_sigmas(sigmas: Tensor) -> int:
+    if sigmas.dim() != 1 or len(sigmas) < 2:
+        raise ValueError(f"sigmas must be a 1-D schedule with at least 2 entries, got shape {tuple(sigmas.shape)}")
+    return len(sigmas) - 1
+
+
+def _check_budget(budget_nfe: Optional[int]) -> None:
+    if budget_nfe is not None and (isinstance(budget_nfe, bool) or int(budget_nfe) != budget_nfe):
+        raise ValueError(f"budget_nfe must be an integer or None, got {budget_nfe!r}")
+
+
+def _positive(name: str, value: int) -> int:
+    if isinstance(value, bool) or int(value) != value or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def _too_small(algorithm: str, budget_nfe: int, minimum: int, unit: str, unit_cost: int) -> BudgetError:
+    return BudgetError(
+        f"budget_nfe={budget_nfe} is too small for {algorithm} search: {unit} costs {unit_cost} NFEs, "
+        f"so the minimum budget is {minimum}. Raise budget_nfe to at least {minimum} or set it to None."
+    )
+
+
+@dataclass
+class RandomPlan:
+    n: int  # candidates that will run
+    unit: int  # NFEs of one candidate over the full schedule
+    total: int
+
+
+def plan_random(nfe: NfeFn, sigmas: Tensor, *, n: int, budget_nfe: Optional[int] = None) -> RandomPlan:
+    """Best-of-N: min(n, budget // full_cost) candidates over the whole schedule."""
+    _check_sigmas(sigmas)
+    _check_budget(budget_nfe)
+    n = _positive("n", n)
+    unit = nfe(sigmas)
+    if budget_nfe is not None:
+        if budget_nfe < unit:
+            raise _too_small("random", budget_nfe, unit, "one candidate over the full schedule", unit)
+        n = min(n, budget_nfe // unit)
+    return RandomPlan(n=n, unit=unit, total=n * unit)
+
+
+@dataclass
+class ZeroOrderPlan:
+    rounds: list  # neighbours scored in each round (the last one may be partial)
+    unit: int
+    total: int
+
+
+def plan_zero_order(nfe: NfeFn, sigmas: Tensor, *, n: int, rounds: int,
+                    budget_nfe: Optional[int] = None) -> ZeroOrderPlan:
+    """The pivot, then ``rounds`` rounds of ``n`` neighbours, cut to what the budget pays for."""
+    _check_sigmas(sigmas)
+    _check_budget(budget_nfe)
+    n = _positive("n", n)
+    if isinstance(rounds, bool) or int(rounds) != rounds or rounds < 0:
+        raise ValueError(f"rounds must be an integer >= 0, got {rounds!r}")
+    unit = nfe(sigmas)
+    neighbours = n * int(rounds)
+    if budget_nfe is not None:
+        if budget_nfe < unit:
+            raise _too_small("zero_order", budget_nfe, unit, "scoring the pivot over the full schedule", unit)
+        neighbours = min(neighbours, budget_nfe // unit - 1)
+    sizes = [n] * (neighbours // n) + ([neighbours % n] if neighbours % n else [])
+    return ZeroOrderPlan(rounds=sizes, unit=unit, total=(1 + neighbours) * unit)
+
+
+@dataclass
+class PathsPlan:
+    n: int  # paths kept per round
+    m: int  # branches per kept path
+    start: int  # schedule index the initial noises are integrated to
+    f: int  # forward (re-noising) jump in steps
+    b: int  # backward (denoising) run in steps
+    segments: list = field(default_factory=list)  # [(lo, hi)]: branch at sigmas[lo], integrate sigmas[lo:hi + 1]
+    tail: Optional[tuple] = None  # (lo, hi): unbranched run to sigma 0 after max_rounds, or None
+    total: int = 0
+
+
+def _half_up(x: float) -> int:
+    return int(math.floor(x + 0.5))
+
+
+def paths_schedule(steps: int, *, sigma_start: float, delta_f: float, delta_b: float,
+                   max_rounds: Optional[int]) -> tuple:
+    """Map the paper's normalized times onto schedule indices: (start, f, b, segments, tail). Rounds half up."""
+    if not 0.0 < sigma_start <= 1.0:
+        raise ValueError(f"sigma_start must be in (0, 1] (1 = pure noise, 0 = clean), got {sigma_start}")
+    if delta_f <= 0 or delta_b <= 0:
+        raise ValueError(f"delta_f and delta_b must be > 0, got delta_f={delta_f}, delta_b={delta_b}")
+    if max_rounds is not None and (isinstance(max_rounds, bool) or int(max_rounds) != max_rounds or max_rounds < 0):
+        raise ValueError(f"max_rounds must be an integer >= 0 or None, got {max_rounds!r}")
+    start = _half_up((1.0 - sigma_start) * steps)
+    f = max(1, _half_up(delta_f * steps))
+    b = _half_up(delta_b * steps)
+    if b <= f:
+        raise ValueError(
+            f"Search over Paths needs delta_b > delta_f on the schedule: with {steps} steps delta_f={delta_f} is "
+            f"{f} step(s) forward and delta_b={delta_b} is {b} step(s) back, so paths would never advance. "
+            f"Increase delta_b, decrease delta_f or use more steps."
+        )
+    if start >= steps:
+        raise ValueError(f"sigma_start={sigma_start} starts at step {start} of {steps}: no steps left to search; raise it.")
+    if start < f:
+        raise ValueError(
+            f"sigma_start={sigma_start} starts at step {start} of {steps}, less than the {f} step(s) delta_f re-noises "
+            f"back: lower sigma_start to at most {1 - f / steps:.4g} or lower delta_f."
+        )
+    segments, i = [], start
+    while i < steps and (max_rounds is None or len(segments) < max_rounds):
+        lo = i - f
+        hi = min(lo + b, steps)
+        segments.append((lo, hi))
+        i = hi
+    tail = (i, steps) if i < steps else None
+    return start, f, b, segments, tail
+
+
+def _paths_total(nfe: NfeFn, sigmas: Tensor, n: int, m: int, start: int, segments: list, tail) -> int:
+    total = n * nfe(sigmas[: start + 1]) if start > 0 else 0
+    total += sum(n * m * nfe(sigmas[lo: hi + 1]) for lo, hi in segments)
+    if tail is not None:
+        total += n * nfe(sigmas[tail[0]: tail[1] + 1])
+    return total
+
+
+def plan_paths(nfe: NfeFn, sigmas: Tensor, *, n: int, m: int, sigma_start: float, delta_f: float,
+               delta_b: float, max_rounds: Optional[int] = None, budget_nfe: Optional[int] = None) -> PathsPlan:
+    """Search over Paths (Ma et al. 2025, §3.2); a budget shrinks N, then M, until the plan fits."""
+    steps = _check_sigmas(sigmas)
+    _check_budget(budget_nfe)
+    n, m = _positive("n", n), _positive("m", m)
+    start, f, b, segments, tail = paths_schedule(steps, sigma_start=sigma_start, delta_f=delta_f,
+                                                 delta_b=delta_b, max_rounds=max_rounds)
+    total = _paths_total(nfe, sigmas, n, m, start, segments, tail)
+    if budget_nfe is not None and total > budget_nfe:
+        while n > 1 and total > budget_nfe:
+            n -= 1
+            total = _paths_total(nfe, sigmas, n, m, start, segments, tail)
+        while m > 1 and total > budget_nfe:
+            m -= 1
+            total = _paths_total(nfe, sigmas, n, m, start, segments, tail)
+        if total > budget_nfe:
+            raise _too_small("paths", budget_nfe, total, "one path with one branch per round (N=1, M=1)", total)
+    return PathsPlan(n=n, m=m, start=start, f=f, b=b, segments=segments, tail=tail, total=total)
+
+
+_PLANS = {"random": plan_random, "zero_order": plan_zero_order, "paths": plan_paths}
+
+
+def estimate_nfe(algorithm: str, sigmas: Tensor, cost: Optional[Cost] = None, budget_nfe: Optional[int] = None,
+                 **config) -> int:
+    """Exactly the NFEs ``run_search(algorithm, ...)`` with this schedule, cost, budget and config will spend."""
+    from . import ALGORITHMS
+
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"unknown search algorithm {algorithm!r}; valid: {', '.join(sorted(ALGORITHMS))}")
+    params = inspect.signature(ALGORITHMS[algorithm]).parameters
+    unknown = sorted(set(config) - set(params) - {"problem"})
+    if unknown:
+        raise TypeError(f"{algorithm} search has no parameter(s) {', '.join(unknown)}")
+    plan = _PLANS[algorithm]
+    wanted = set(inspect.signature(plan).parameters) - {"nfe", "sigmas", "budget_nfe"}
+    kwargs = {k: config.get(k, params[k].default) for k in wanted}
+    return plan(nfe_fn(cost), sigmas, budget_nfe=budget_nfe, **kwargs).total
