@@ -20,6 +20,7 @@ Cost = Callable[[Tensor], int]
 # renoise(x, sigma_from, sigma_to, noise) -> x at the higher noise level sigma_to.
 Renoise = Callable[[Tensor, float, float, Tensor], Tensor]
 # noise(index) -> initial-noise-shaped tensor; depends only on (seed, index). See search.noise.seeded_noise.
+# One row [*shape] (no batch dim); the search stacks rows into the [K, *shape] batches integrate receives.
 NoiseSource = Callable[[int], Tensor]
 # progress(nfe_spent, nfe_planned, best_score_or_None, best_candidate_or_None) after every scored chunk.
 Progress = Callable[[int, int, Optional[float], Optional["Candidate"]], None]
@@ -55,11 +56,13 @@ class Candidate:
     nfe: int = 0
     score: Optional[float] = None
     members: dict = field(default_factory=dict)  # verifier member name -> score
+    extra: dict = field(default_factory=dict)  # algorithm facts, JSON-safe (e.g. Zero-Order "cos", Paths "segment")
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id, "parent": self.parent, "round": self.round, "kind": self.kind,
             "sigma": self.sigma, "nfe": self.nfe, "score": self.score, "members": dict(self.members),
+            "extra": dict(self.extra),
         }
 
 
