@@ -1,0 +1,94 @@
+"""Score Viewer: shows a Noise Search report in the graph and outputs any final candidate without re-sampling."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+
+import numpy as np
+import torch
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+import folder_paths
+from comfy.cli_args import args
+from comfy_api.latest import io
+
+from ..search.render import final_ids, pick_ids, render_report, thumbnail
+from ..search.report import SearchReport
+
+SearchReportType = io.Custom("SEARCH_REPORT")
+THUMB_SIZE = 192
+CHART_WIDTH = 1024
+
+
+def _save_png(image: Image.Image, name: str, pnginfo: PngInfo | None = None) -> dict:
+    """Write into ComfyUI's temp folder; return the {filename, subfolder, type} entry `/view` serves."""
+    image.save(os.path.join(folder_paths.get_temp_directory(), name), pnginfo=pnginfo, compress_level=1)
+    return {"filename": name, "subfolder": "", "type": "temp"}
+
+
+def _chart_metadata(report_json: dict, hidden) -> PngInfo | None:
+    if args.disable_metadata:
+        return None
+    info = PngInfo()
+    info.add_text("noise_search", json.dumps(report_json))
+    if hidden is not None and hidden.prompt is not None:
+        info.add_text("prompt", json.dumps(hidden.prompt))
+    if hidden is not None and hidden.extra_pnginfo is not None:
+        for key, value in hidden.extra_pnginfo.items():
+            info.add_text(key, json.dumps(value))
+    return info
+
+
+class NoiseSearchScoreViewer(io.ComfyNode):
+    """Chart + interactive viewer of a search; `pick` selects which final candidate goes out (-1 = the best)."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="NoiseSearchScoreViewer",
+            display_name="Score Viewer",
+            category="sampling/noise search",
+            description="Shows every final candidate with its scores, the best-score-vs-NFE curve and the search "
+                        "lineage. Outputs the chart and the picked candidate (pick = -1: the best) from the stored "
+                        "report, without sampling again. Click a candidate in the viewer to pick it.",
+            is_output_node=True,
+            inputs=[
+                SearchReportType.Input("report", tooltip="The report output of a Noise Search sampler."),
+                io.Int.Input("pick", default=-1, min=-1, max=2**31 - 1,
+                             tooltip="Candidate id to output; -1 = the best. Must be a final candidate "
+                                     "(shown in the viewer's gallery)."),
+            ],
+            outputs=[
+                io.Image.Output("chart", tooltip="The report chart: gallery, score curve, lineage."),
+                io.Latent.Output("latent", tooltip="The picked candidate's final latent, one per batch item."),
+                io.Image.Output("image", tooltip="The picked candidate's decoded image, one per batch item."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, report: SearchReport, pick: int) -> io.NodeOutput:
+        if not isinstance(report, SearchReport):
+            raise TypeError(f"'report' must be the SEARCH_REPORT output of a Noise Search sampler, got {type(report).__name__}")
+        picked = pick_ids(report, pick)
+        for i, cid in enumerate(picked):
+            if cid not in report.latents[i] or cid not in report.images[i]:
+                raise ValueError(f"the report stores no latent/image for candidate {cid} of batch item {i}; "
+                                 f"stored ids: {sorted(report.latents[i])}")
+        latent = torch.stack([report.latents[i][cid] for i, cid in enumerate(picked)])
+        image = torch.stack([report.images[i][cid] for i, cid in enumerate(picked)])
+        chart = render_report(report, width=CHART_WIDTH, picked=picked)
+
+        token = secrets.token_hex(4)
+        thumbs = [
+            {str(cid): _save_png(thumbnail(report.images[i][cid], THUMB_SIZE), f"noise_search_{token}_{i}_{cid}.png")
+             for cid in final_ids(report, i) if cid in report.images[i]}
+            for i in range(len(report.results))
+        ]
+        data = report.to_dict()
+        data.update(pick=int(pick), picked=picked, thumbnails=thumbs)
+        arr = (chart[0].numpy() * 255.0).round().astype(np.uint8)
+        saved = _save_png(Image.fromarray(arr), f"noise_search_{token}_chart.png", _chart_metadata(report.to_dict(), cls.hidden))
+        return io.NodeOutput(chart, {"samples": latent}, image, ui={"images": [saved], "noise_search": [data]})
