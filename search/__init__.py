@@ -8,8 +8,9 @@ from .budget import BudgetError, estimate_nfe
 from .noise import RENOISE, renoise_flow, renoise_ve, seeded_noise, sphere_neighbour
 from .random_search import random_search
 from .types import Candidate, SearchProblem, SearchResult
+from .zero_order import zero_order_search
 
-ALGORITHMS: dict[str, Callable[..., SearchResult]] = {"random": random_search}
+ALGORITHMS: dict[str, Callable[..., SearchResult]] = {"random": random_search, "zero_order": zero_order_search}
 
 
 def run_search(algorithm: str, problem: SearchProblem, **config) -> SearchResult:
@@ -21,5 +22,5 @@ def run_search(algorithm: str, problem: SearchProblem, **config) -> SearchResult
 
 __all__ = [
     "ALGORITHMS", "BudgetError", "Candidate", "RENOISE", "SearchProblem", "SearchResult", "estimate_nfe",
-    "random_search", "renoise_flow", "renoise_ve", "run_search", "seeded_noise", "sphere_neighbour",
+    "random_search", "renoise_flow", "renoise_ve", "run_search", "seeded_noise", "sphere_neighbour", "zero_order_search",
 ]
