@@ -6,11 +6,14 @@ from typing import Callable
 
 from .budget import BudgetError, estimate_nfe
 from .noise import RENOISE, renoise_flow, renoise_ve, seeded_noise, sphere_neighbour
+from .paths import search_over_paths
 from .random_search import random_search
 from .types import Candidate, SearchProblem, SearchResult
 from .zero_order import zero_order_search
 
-ALGORITHMS: dict[str, Callable[..., SearchResult]] = {"random": random_search, "zero_order": zero_order_search}
+ALGORITHMS: dict[str, Callable[..., SearchResult]] = {
+    "random": random_search, "zero_order": zero_order_search, "paths": search_over_paths,
+}
 
 
 def run_search(algorithm: str, problem: SearchProblem, **config) -> SearchResult:
@@ -22,5 +25,6 @@ def run_search(algorithm: str, problem: SearchProblem, **config) -> SearchResult
 
 __all__ = [
     "ALGORITHMS", "BudgetError", "Candidate", "RENOISE", "SearchProblem", "SearchResult", "estimate_nfe",
-    "random_search", "renoise_flow", "renoise_ve", "run_search", "seeded_noise", "sphere_neighbour", "zero_order_search",
+    "random_search", "renoise_flow", "renoise_ve", "run_search", "search_over_paths", "seeded_noise",
+    "sphere_neighbour", "zero_order_search",
 ]
