@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from noise_search.verifiers.base import VerifierError
-from noise_search.verifiers.dino import BIT_DEFAULT, ImageTransform, load_dino_classifier, resolve_target
+from noise_search.verifiers.dino import DINOV2_PREPROCESS, folder_preprocess, load_dino_classifier, resolve_target
 from noise_search.verifiers.loading import set_model_dirs
 
 LABELS = {
@@ -55,30 +55,37 @@ def images(n, h=96, w=128, seed=1):
     return torch.rand(n, h, w, 3, generator=torch.Generator().manual_seed(seed))
 
 
+def smooth_images(n, h, w, seed=1):
+    """Low-frequency images in [0.1, 0.9]: bicubic overshoot stays inside 0..1, where clamping (ours, PIL) is a no-op."""
+    low = torch.rand(n, 3, 6, 8, generator=torch.Generator().manual_seed(seed))
+    x = torch.nn.functional.interpolate(low, size=(h, w), mode="bilinear", align_corners=False)
+    return (x * 0.8 + 0.1).permute(0, 2, 3, 1)
+
+
 @pytest.mark.parametrize("shape", [(300, 400), (400, 300), (224, 224), (100, 90)])
 def test_preprocessing_matches_the_checkpoints_image_processor(dino_dir, shape):
-    """Same torch kernels as the torchvision-backend processor on float input: equal up to float32 rounding (1e-5)."""
+    """Same torch kernels as the default (torchvision-backend) processor on float input: equal up to float32
+    rounding (1e-5). Ours also clamps the resized image to 0..1 as 8-bit pipelines do, hence smooth test images."""
     from transformers import AutoImageProcessor
 
-    x = images(2, *shape)
-    ours = ImageTransform.from_folder(dino_dir, BIT_DEFAULT)(x)
-    ref = AutoImageProcessor.from_pretrained(str(dino_dir), backend="torchvision")(
+    x = smooth_images(2, *shape)
+    ours = folder_preprocess(dino_dir, DINOV2_PREPROCESS)(x)
+    ref = AutoImageProcessor.from_pretrained(str(dino_dir))(
         images=list(x.permute(0, 3, 1, 2)), do_rescale=False, return_tensors="pt")["pixel_values"]
     assert ours.shape == ref.shape == (2, 3, 224, 224)
     assert torch.allclose(ours, ref, atol=1e-5, rtol=0)
+    assert torch.allclose(DINOV2_PREPROCESS(x), ref, atol=1e-5, rtol=0)  # the default for folders without the file
 
 
 def test_preprocessing_is_close_to_the_pil_processor(dino_dir):
     """The PIL processor (how the checkpoint was trained) resizes uint8 images in two passes, rounding to uint8 after
-    each: on a smooth uint8-valued image (no bicubic overshoot clipped at 0 or 255) we stay within 1.5 grey levels
-    (1.5 / 255 / std 0.224 after normalising), and within half a grey level on average."""
+    each: on a uint8-valued image we stay within 1.5 grey levels (1.5 / 255 / std 0.224 after normalising), and
+    within half a grey level on average."""
     from PIL import Image
     from transformers import AutoImageProcessor
 
-    low = torch.rand(1, 3, 6, 8, generator=torch.Generator().manual_seed(1))
-    x = torch.nn.functional.interpolate(low, size=(300, 400), mode="bilinear", align_corners=False).permute(0, 2, 3, 1)
-    x = (x * 0.8 + 0.1).mul(255).round() / 255
-    ours = ImageTransform.from_folder(dino_dir, BIT_DEFAULT)(x)
+    x = (smooth_images(1, 300, 400) * 255).round() / 255
+    ours = folder_preprocess(dino_dir, DINOV2_PREPROCESS)(x)
     pil = Image.fromarray((x[0] * 255).round().byte().numpy())
     ref = AutoImageProcessor.from_pretrained(str(dino_dir), backend="pil")(images=[pil], return_tensors="pt")["pixel_values"]
     grey = 1 / 255 / 0.224
@@ -88,7 +95,7 @@ def test_preprocessing_is_close_to_the_pil_processor(dino_dir):
 def test_score_is_the_log_softmax_of_the_target_logit(verifier, dino_dir):
     from transformers import AutoImageProcessor, Dinov2ForImageClassification
 
-    x = images(3)
+    x = smooth_images(3, 96, 128)
     net = Dinov2ForImageClassification.from_pretrained(str(dino_dir)).eval()
     pixels = AutoImageProcessor.from_pretrained(str(dino_dir))(images=list(x.permute(0, 3, 1, 2)), do_rescale=False, return_tensors="pt")["pixel_values"]
     with torch.no_grad():
