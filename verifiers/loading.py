@@ -184,12 +184,11 @@ def resolve(model: str, *, verifier: str, expect: str, source: str, allow_downlo
             return _download(repo, hub_file, verifier)
 
     where = "\n".join(f"  - {place}" for place in looked)
-    folders = ", ".join(str(d) for d in model_dirs()) or "ComfyUI/models/verifiers (no model folder is registered)"
+    folders = " or ".join(str(d) for d in model_dirs()) or "ComfyUI/models/verifiers (no model folder is registered here)"
     hint = "enable allow_download to fetch it" if repo is not None else "give a full path or a Hugging Face repo id"
     raise VerifierError(
         f"verifier '{verifier}' cannot find model '{model}'.\n"
         f"Expected: {expect}.\n"
         f"Looked in:\n{where}\n"
-        f"Put it in a model folder ({folders}) under the name '{Path(filename or model).name}', "
-        f"or {hint}. Source: {source}"
+        f"Put it in {folders} as '{Path(filename or model).name}', or {hint}. Source: {source}"
     )
