@@ -1,0 +1,136 @@
+"""Self-supervised verifier: cosine similarity between the features of the x0 prediction at sigma 0.4 and of the
+final image (Ma et al., 2025, arXiv 2501.09732, Sec. 4.1 "self-supervised verifiers").
+
+Backbones: DINOv2 (HF `Dinov2Model`, layer-normed CLS token), SigLIP (HF `SiglipVisionModel`, attention-pooled
+output) and CLIP (open_clip or HF, projected image embedding via `clip.load_clip_backbone`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from .base import Verifier, VerifierError
+from .dino import DINOV2_PREPROCESS, folder_preprocess, load_weights
+from .loading import find_known, resolve
+from .preprocess import ImagePreprocess
+
+BACKBONES = ("clip", "dinov2", "siglip")
+DEFAULT_MODEL = "facebook/dinov2-small"
+REFERENCE_SIGMA = 0.4
+_MODEL_TYPES = {"dinov2": "dinov2", "siglip": "siglip", "siglip_vision_model": "siglip",
+                "clip": "clip", "clip_vision_model": "clip"}
+EXPECT = ("a Hugging Face folder (config.json, model.safetensors, preprocessor_config.json) of a DINOv2 "
+          "(Dinov2Model), SigLIP (SiglipModel or SiglipVisionModel) or CLIP model, or an open_clip checkpoint "
+          "with the option 'arch'")
+
+
+class VisionFeatures(torch.nn.Module):
+    """An HF vision tower and its preprocessing; `encode_images` gives L2-normalised float32 pooled features."""
+
+    def __init__(self, net: torch.nn.Module, preprocess: ImagePreprocess) -> None:
+        super().__init__()
+        self.net = net.eval().requires_grad_(False)
+        self.preprocess = preprocess
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        p = next(self.net.parameters())
+        out = self.net(pixel_values=self.preprocess(images, p.device, p.dtype))
+        return F.normalize(out.pooler_output.float(), dim=-1)
+
+
+class SelfSimilarity(Verifier):
+    """cos(features(final image), features(x0 prediction at sigma 0.4)); 1 when the sample kept its early layout."""
+
+    name = "self_similarity"
+    needs = frozenset({"reference"})
+    reference_sigma = REFERENCE_SIGMA
+
+    def __init__(self, backbone: torch.nn.Module, kind: str, batch_size: int = 16) -> None:
+        super().__init__()
+        self.model = backbone
+        self.backbone = kind
+        self.batch_size = batch_size
+
+    @torch.no_grad()
+    def score(self, images: torch.Tensor, prompt: Optional[str] = None, references: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if references is not None and references.shape[0] != images.shape[0]:
+            raise VerifierError(f"verifier 'self_similarity' got {images.shape[0]} images but {references.shape[0]} reference images; give one reference per image")
+        return super().score(images, prompt, references)
+
+    def _score(self, images: torch.Tensor, prompt: Optional[str], references: Optional[torch.Tensor]) -> torch.Tensor:
+        return (self.model.encode_images(images) * self.model.encode_images(references)).sum(dim=-1)
+
+
+def _config(folder: Path) -> Optional[dict]:
+    path = folder / "config.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def infer_backbone(path: Path) -> str:
+    """The backbone a checkpoint holds: config.json's model_type for HF folders, CLIP for open_clip files/folders."""
+    if path.is_file() or (path / "open_clip_config.json").is_file():
+        return "clip"
+    cfg = _config(path)
+    kind = _MODEL_TYPES.get(cfg.get("model_type")) if cfg else None
+    if kind is None:
+        found = f"model_type '{cfg.get('model_type')}'" if cfg else "no config.json"
+        raise VerifierError(f"verifier 'self_similarity': cannot tell the backbone of {path} ({found}); expected {EXPECT}, "
+                            f"or set the option 'backbone' to one of {', '.join(BACKBONES)}")
+    return kind
+
+
+def _source(model: str) -> str:
+    known = find_known(model, "self_similarity")
+    if known is not None:
+        return known.source
+    if model.count("/") == 1 and not Path(model).expanduser().is_absolute() and not Path(model).exists():
+        return f"https://huggingface.co/{model}"
+    return "https://huggingface.co/facebook/dinov2-small (DINOv2), https://huggingface.co/google/siglip-base-patch16-224 (SigLIP)"
+
+
+def _siglip_default(cfg: dict) -> ImagePreprocess:
+    """SiglipImageProcessor's defaults at the checkpoint's resolution, for folders without preprocessor_config.json."""
+    size = int((cfg.get("vision_config") or cfg).get("image_size", 224))
+    return ImagePreprocess(size=(size, size), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), resize_mode="squash", do_crop=False)
+
+
+def _load_hf_vision(folder: Path, kind: str) -> VisionFeatures:
+    from transformers import Dinov2Model, SiglipVisionModel
+
+    cfg = _config(folder) or {}
+    if _MODEL_TYPES.get(cfg.get("model_type")) != kind:
+        raise VerifierError(f"verifier 'self_similarity': backbone '{kind}' was asked for, but {folder} holds a "
+                            f"'{cfg.get('model_type')}' model; set 'backbone' to auto or to the model's family")
+    if kind == "dinov2":
+        return VisionFeatures(load_weights(Dinov2Model, folder, "self_similarity"), folder_preprocess(folder, DINOV2_PREPROCESS))
+    return VisionFeatures(load_weights(SiglipVisionModel, folder, "self_similarity"), folder_preprocess(folder, _siglip_default(cfg)))
+
+
+def load_self_similarity(model: str = DEFAULT_MODEL, *, allow_download: bool = False, backbone: str = "auto",
+                         arch: Optional[str] = None, batch_size: int = 16, **options) -> SelfSimilarity:
+    """Options: backbone (auto | clip | dinov2 | siglip; auto reads the checkpoint), arch (open_clip files), batch_size."""
+    if options:
+        raise VerifierError(f"verifier 'self_similarity' has no option {', '.join(map(repr, sorted(options)))}; "
+                            f"its options are arch, backbone, batch_size")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise VerifierError(f"verifier 'self_similarity': option 'batch_size' must be a positive integer, got {batch_size!r}")
+    if backbone not in ("auto", *BACKBONES):
+        raise VerifierError(f"verifier 'self_similarity': unknown backbone '{backbone}'; use auto, {', '.join(BACKBONES)}")
+    path = resolve(model, verifier="self_similarity", expect=EXPECT, source=_source(model), allow_download=allow_download)
+    if path.is_file() and (path.parent / "config.json").is_file():
+        path = path.parent  # a weights file inside an HF folder
+    kind = infer_backbone(path) if backbone == "auto" else backbone
+    if kind == "clip":
+        from .clip import load_clip_backbone
+
+        net = load_clip_backbone(str(path), verifier="self_similarity", arch=arch, allow_download=allow_download, expect=EXPECT)
+    else:
+        if arch is not None:
+            raise VerifierError(f"verifier 'self_similarity': option 'arch' is for open_clip checkpoints, not the {kind} backbone")
+        net = _load_hf_vision(path, kind)
+    return SelfSimilarity(net, kind, batch_size)
