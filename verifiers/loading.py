@@ -17,6 +17,7 @@ from .base import VerifierError
 _MODEL_DIRS: list[Path] = []
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 _SNAPSHOT_PATTERNS = ("*.json", "*.txt", "*.safetensors", "*.model")
+_FILE_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".npz")
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,20 @@ def _hub_target(model: str, filename: Optional[str]) -> tuple[Optional[str], Opt
     known = find_known(model)
     if known is not None and filename is None:
         return known.hub_repo, known.filename
-    return (model, filename) if _REPO_ID.match(model) else (None, filename)
+    return (model, filename) if _is_repo_id(model) else (None, filename)
+
+
+def _is_repo_id(model: str) -> bool:
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    if not _REPO_ID.match(model) or Path(model).suffix in _FILE_SUFFIXES:
+        return False
+    try:
+        validate_repo_id(model)
+    except HFValidationError:
+        return False
+    return True
 
 
 def _from_hf_cache(repo: str, filename: Optional[str]) -> Optional[Path]:
@@ -180,11 +194,15 @@ def resolve(model: str, *, verifier: str, expect: str, source: str, allow_downlo
             return found
         what = f"file {hub_file} of repo {repo}" if hub_file else f"repo {repo}"
         looked.append(f"the Hugging Face cache {hf_cache_dir()} ({what})")
-        if allow_download:
+    folders = " or ".join(str(d) for d in model_dirs()) or "ComfyUI/models/verifiers (no model folder is registered here)"
+    if repo is not None and allow_download:
+        try:
             return _download(repo, hub_file, verifier)
+        except OSError as e:
+            raise VerifierError(f"verifier '{verifier}': downloading {what} failed: {e}\nExpected: {expect}. "
+                                f"Fetch it yourself from {source} and put it in {folders}") from e
 
     where = "\n".join(f"  - {place}" for place in looked)
-    folders = " or ".join(str(d) for d in model_dirs()) or "ComfyUI/models/verifiers (no model folder is registered here)"
     hint = "enable allow_download to fetch it" if repo is not None else "give a full path or a Hugging Face repo id"
     raise VerifierError(
         f"verifier '{verifier}' cannot find model '{model}'.\n"

@@ -48,16 +48,18 @@ class ImagePreprocess:
 
     @classmethod
     def from_hf(cls, processor: Any) -> "ImagePreprocess":
-        """From a transformers `CLIPImageProcessor` (PIL or torchvision backend, transformers 4 or 5)."""
+        """From a transformers image processor of the CLIP kind (CLIP, Bit/DINOv2, SigLIP; PIL or torchvision
+        backend, transformers 4 or 5): shortest-edge resize + centre crop, or a fixed-size squash."""
         def get(obj, key):
             return obj.get(key) if isinstance(obj, dict) else getattr(obj, key, None)
 
-        crop = processor.crop_size if processor.do_center_crop else processor.size
+        do_crop = bool(getattr(processor, "do_center_crop", False))
+        crop = processor.crop_size if do_crop else processor.size
         size = (get(crop, "height"), get(crop, "width"))
         shortest = get(processor.size, "shortest_edge")
         if size[0] is None:
             size = (shortest, shortest)
-        resample = processor.resample
+        resample = getattr(processor, "resample", 3)
         interpolation = _PIL_MODES.get(int(getattr(resample, "value", resample)), None)
         if interpolation is None:
             raise VerifierError(f"image processor resample mode {resample} is not supported: use bicubic or bilinear")
@@ -66,7 +68,7 @@ class ImagePreprocess:
                    std=tuple(processor.image_std) if processor.do_normalize else (1.0, 1.0, 1.0),
                    resize_mode="shortest" if shortest else "squash", shortest_edge=shortest,
                    interpolation=interpolation, crop_offset="floor",
-                   do_resize=bool(processor.do_resize), do_crop=bool(processor.do_center_crop))
+                   do_resize=bool(getattr(processor, "do_resize", True)), do_crop=do_crop)
 
     @classmethod
     def from_open_clip(cls, model: torch.nn.Module, **overrides) -> "ImagePreprocess":
