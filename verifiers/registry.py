@@ -1,0 +1,89 @@
+"""Verifier kinds by name: what each needs, its default model, and one entry point that loads any of them.
+
+Loader modules are imported on demand, so a kind whose dependencies are missing fails only when it is loaded.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+
+from .base import Verifier, VerifierError
+
+
+@dataclass(frozen=True)
+class KindInfo:
+    """What the UI needs to know about a kind; `needs` uses the `Verifier.needs` vocabulary."""
+
+    kind: str
+    module: str
+    loader: str
+    default_model: str
+    summary: str
+    needs: frozenset = frozenset()
+    required_options: tuple = ()
+    options: dict = field(default_factory=dict)
+    reference_sigma: Optional[float] = None
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "needs": sorted(self.needs), "required_options": list(self.required_options),
+                "options": dict(self.options), "default_model": self.default_model, "summary": self.summary,
+                "reference_sigma": self.reference_sigma}
+
+
+_BATCH = {"batch_size": "images per model call"}
+_INFO = (
+    KindInfo("clip_score", "clip", "load_clip_score", "openai/clip-vit-large-patch14",
+             "CLIPScore: 100 x cosine of image and prompt CLIP embeddings", frozenset({"prompt"}),
+             options={"arch": "open_clip architecture of a checkpoint file", **_BATCH}),
+    KindInfo("aesthetic", "aesthetic", "load_aesthetic", "sac+logos+ava1-l14-linearMSE.pth",
+             "LAION aesthetic predictor: an MLP on CLIP ViT-L/14 image embeddings (about 1..10)",
+             options={"clip_model": "the CLIP the MLP was trained on", "clip_arch": "open_clip architecture", **_BATCH}),
+    KindInfo("pickscore", "preference", "load_pickscore", "yuvalkirstain/PickScore_v1",
+             "PickScore: human-preference CLIP, cosine of image and prompt", frozenset({"prompt"}),
+             options={"processor": "folder or repo with the tokenizer and image processor", **_BATCH}),
+    KindInfo("hpsv2", "preference", "load_hpsv2", "HPS_v2.1_compressed.pt",
+             "HPSv2: human-preference open_clip ViT-H-14, cosine of image and prompt", frozenset({"prompt"}),
+             options={"arch": "open_clip architecture (default ViT-H-14)", **_BATCH}),
+    KindInfo("clip_zero_shot", "clip", "load_clip_zero_shot", "openai/clip-vit-large-patch14",
+             "CLIP zero-shot classifier: log-probability of the target among the given labels", frozenset({"labels"}),
+             ("labels",), {"labels": "comma- or newline-separated class names", "target": "label text or index",
+                           "templates": "prompt templates with {}", "arch": "open_clip architecture", **_BATCH}),
+    KindInfo("dino_classifier", "dino", "load_dino_classifier", "facebook/dinov2-small-imagenet1k-1-layer",
+             "DINOv2 linear-head ImageNet classifier: log-probability of the target class",
+             required_options=("target",), options={"target": "ImageNet class index or label text", **_BATCH}),
+    KindInfo("self_similarity", "selfsim", "load_self_similarity", "facebook/dinov2-small",
+             "Self-supervised: cosine of DINOv2 / SigLIP / CLIP features of the final image and the x0 prediction at sigma 0.4",
+             frozenset({"reference"}), options={"backbone": "auto, clip, dinov2 or siglip", "arch": "open_clip architecture", **_BATCH},
+             reference_sigma=0.4),
+)
+KINDS: tuple = tuple(info.kind for info in _INFO)
+_BY_KIND = {info.kind: info for info in _INFO}
+
+
+def kind_info(kind: str) -> KindInfo:
+    if kind not in _BY_KIND:
+        raise VerifierError(f"unknown verifier kind '{kind}': use one of {', '.join(KINDS)}")
+    return _BY_KIND[kind]
+
+
+def describe(kind: str) -> dict:
+    """What `kind` needs (prompt / labels / reference, required options) and its default model, for the UI."""
+    return kind_info(kind).to_dict()
+
+
+def load_verifier(kind: str, model: Optional[str] = None, *, device="cpu", dtype: torch.dtype = torch.float32,
+                  allow_download: bool = False, **options) -> Verifier:
+    """Load verifier `kind` from `model` (None: the kind's default) and move it to `device` / `dtype`."""
+    info = kind_info(kind)
+    try:
+        module = importlib.import_module(f".{info.module}", __package__)
+    except ImportError as e:
+        raise VerifierError(f"verifier '{kind}' cannot be loaded: importing verifiers.{info.module} failed ({e}); "
+                            f"install the missing package") from e
+    loader = getattr(module, info.loader)
+    verifier = loader(info.default_model if model is None else model, allow_download=allow_download, **options)
+    return verifier.to(device=device, dtype=dtype)
