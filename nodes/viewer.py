@@ -62,9 +62,9 @@ class NoiseSearchScoreViewer(io.ComfyNode):
                                      "(shown in the viewer's gallery)."),
             ],
             outputs=[
-                io.Image.Output("chart", tooltip="The report chart: gallery, score curve, lineage."),
-                io.Latent.Output("latent", tooltip="The picked candidate's final latent, one per batch item."),
-                io.Image.Output("image", tooltip="The picked candidate's decoded image, one per batch item."),
+                io.Image.Output("chart", display_name="chart", tooltip="The report chart: gallery, score curve, lineage."),
+                io.Latent.Output("latent", display_name="latent", tooltip="The picked candidate's final latent, one per batch item."),
+                io.Image.Output("image", display_name="image", tooltip="The picked candidate's decoded image, one per batch item."),
             ],
         )
 
