@@ -171,5 +171,7 @@ def test_missing_model_names_file_folders_and_source(tmp_path, dino_dir):
         assert load_dino_classifier("tiny", target="tench").target == 0  # found by name under the model folder
     finally:
         set_model_dirs([])
-    with pytest.raises(VerifierError, match="does not take options \\['labels'\\]"):
+    with pytest.raises(VerifierError, match="has no option 'labels'; its options are batch_size, target"):
         load_dino_classifier(str(dino_dir), target=0, labels="a, b")
+    with pytest.raises(VerifierError, match="'batch_size' must be a positive integer"):
+        load_dino_classifier(str(dino_dir), target=0, batch_size=0)

@@ -86,7 +86,7 @@ class DinoClassifier(Verifier):
 
 def _positive_int(value, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise VerifierError(f"{what} must be a positive integer; got {value!r}")
+        raise VerifierError(f"verifier 'dino_classifier': option '{what}' must be a positive integer, got {value!r}")
     return value
 
 
@@ -110,18 +110,19 @@ def check_architecture(folder: Path, verifier: str, wanted: tuple[str, ...], mod
 
 def load_weights(cls, folder: Path, verifier: str) -> torch.nn.Module:
     """`cls.from_pretrained` in float32, failing if any weight of `cls` is missing from the checkpoint."""
-    model, info = cls.from_pretrained(str(folder), dtype=torch.float32, local_files_only=True, output_loading_info=True)
+    model, info = cls.from_pretrained(str(folder), local_files_only=True, output_loading_info=True)
     if info.get("missing_keys"):
         missing = sorted(info["missing_keys"])
         raise VerifierError(f"verifier '{verifier}': the checkpoint in {folder} lacks weights {missing[:5]}{' ...' if len(missing) > 5 else ''} of {cls.__name__}")
-    return model.eval()
+    return model.float().eval()
 
 
 def load_dino_classifier(model: str = DEFAULT_MODEL, *, allow_download: bool = False, target: Union[int, str, None] = None,
                          batch_size: Optional[int] = None, **options) -> DinoClassifier:
     """Load a `Dinov2ForImageClassification` folder; `target` is an ImageNet class index or label text."""
     if options:
-        raise VerifierError(f"dino_classifier does not take options {sorted(options)}; it takes target and batch_size")
+        raise VerifierError(f"verifier 'dino_classifier' has no option {', '.join(map(repr, sorted(options)))}; "
+                            f"its options are batch_size, target")
     from transformers import Dinov2ForImageClassification
 
     path = resolve(model, verifier="dino_classifier", source=SOURCE, allow_download=allow_download,
