@@ -17,8 +17,8 @@ from comfy_api.latest import io
 
 from ..search.render import final_ids, pick_ids, render_report, thumbnail
 from ..search.report import SearchReport
+from .types import SearchReportType
 
-SearchReportType = io.Custom("SEARCH_REPORT")
 THUMB_SIZE = 192
 CHART_WIDTH = 1024
 

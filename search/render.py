@@ -166,7 +166,7 @@ def _draw_curve(draw, result: SearchResult, x0, y0, width, t, picked) -> int:
     f, fs = _font(13), _font(11)
     draw.text((x0, y0), "Best score vs NFE", font=f, fill=t["fg"])
     left, top, right, bottom = x0 + 56, y0 + 24, x0 + width - 12, y0 + CURVE_H - 28
-    scored = [c for c in result.candidates if c.score is not None and math.isfinite(c.score)]
+    scored = [c for c in result.candidates if c.sigma == 0 and c.score is not None and math.isfinite(c.score)]
     ys = [s for _, s in result.curve] + [c.score for c in scored]
     if result.baseline_score is not None:
         ys.append(result.baseline_score)
@@ -187,7 +187,7 @@ def _draw_curve(draw, result: SearchResult, x0, y0, width, t, picked) -> int:
     draw.rectangle((left, top, right, bottom), outline=t["grid"])
     for v in _ticks(lo, hi):
         draw.line((left, py(v), right, py(v)), fill=t["grid"])
-        label = fmt_score(v)
+        label = f"{v:.4g}"
         draw.text((left - 6 - draw.textlength(label, font=fs), py(v) - 7), label, font=fs, fill=t["muted"])
     for v in _ticks(0, nmax):
         draw.line((px(v), bottom, px(v), bottom + 4), fill=t["muted"])
@@ -195,8 +195,7 @@ def _draw_curve(draw, result: SearchResult, x0, y0, width, t, picked) -> int:
         draw.text((px(v) - draw.textlength(label, font=fs) / 2, bottom + 6), label, font=fs, fill=t["muted"])
     draw.text((right - draw.textlength("NFE", font=fs), bottom + 16), "NFE", font=fs, fill=t["muted"])
     for c in scored:
-        r = 2 if c.sigma == 0 else 1.5
-        draw.ellipse((px(c.nfe) - r, py(c.score) - r, px(c.nfe) + r, py(c.score) + r), fill=t["dots"])
+        draw.ellipse((px(c.nfe) - 2, py(c.score) - 2, px(c.nfe) + 2, py(c.score) + 2), fill=t["dots"])
     if result.baseline_score is not None:
         yb = py(result.baseline_score)
         _dashed_hline(draw, left, right, yb, t["baseline"])
@@ -245,7 +244,8 @@ def _draw_lineage(draw, result: SearchResult, x0, y0, width, t, picked) -> int:
         span = step * len(ids)
         for k, cid in enumerate(ids):
             pos[cid] = (colx[r], top + (bottom - top - span) / 2 + step * (k + 0.5))
-        label = f"round {r}"
+        sigmas = {round(by_id[cid].sigma, 3) for cid in ids}
+        label = f"round {r}" + (f", sigma {sigmas.pop():g}" if len(sigmas) == 1 and result.algorithm == "paths" else "")
         draw.text((colx[r] - draw.textlength(label, font=fs) / 2, y0 + 20), label, font=fs, fill=t["muted"])
     win = _lineage_path(by_id, result.best_id)
     for c in result.candidates:

@@ -176,7 +176,7 @@ class ScoreViewer {
   curve(res) {
     const W = Math.max(240, this.root.clientWidth - 20), H = 170;
     const L = 46, R = W - 8, T = 8, B = H - 22;
-    const scored = res.candidates.filter((c) => Number.isFinite(c.score));
+    const scored = res.candidates.filter((c) => c.sigma === 0 && Number.isFinite(c.score));
     const ys = [...res.curve.map((p) => p[1]), ...scored.map((c) => c.score)];
     if (res.baseline_score != null) ys.push(res.baseline_score);
     let lo = Math.min(...ys), hi = Math.max(...ys);
@@ -188,7 +188,7 @@ class ScoreViewer {
     const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, height: H, class: "ns-curve-svg" });
     for (const v of ticks(lo, hi)) {
       root.append(svg("line", { x1: L, x2: R, y1: py(v), y2: py(v), stroke: "var(--border-color, #4e4e4e)", "stroke-width": 0.5 }));
-      const t = svg("text", { x: L - 4, y: py(v) + 3, "text-anchor": "end" }); t.textContent = fmt(v); root.append(t);
+      const t = svg("text", { x: L - 4, y: py(v) + 3, "text-anchor": "end" }); t.textContent = String(Number(v.toPrecision(4))); root.append(t);
     }
     for (const v of ticks(0, nmax)) {
       const t = svg("text", { x: px(v), y: H - 8, "text-anchor": "middle" }); t.textContent = String(v); root.append(t);
@@ -196,7 +196,7 @@ class ScoreViewer {
     const xl = svg("text", { x: R, y: H - 8, "text-anchor": "end" }); xl.textContent = "NFE"; root.append(xl);
     root.append(svg("rect", { x: L, y: T, width: R - L, height: B - T, fill: "none", stroke: "var(--border-color, #4e4e4e)" }));
     for (const c of scored) {
-      const dot = svg("circle", { cx: px(c.nfe), cy: py(c.score), r: c.sigma === 0 ? 2.5 : 1.8, fill: "var(--descrip-text, #999)", "fill-opacity": 0.7 });
+      const dot = svg("circle", { cx: px(c.nfe), cy: py(c.score), r: 2.5, fill: "var(--descrip-text, #999)", "fill-opacity": 0.7 });
       root.append(dot);
     }
     if (res.baseline_score != null) {
