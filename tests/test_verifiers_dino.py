@@ -150,6 +150,21 @@ def test_model_follows_device_and_dtype(dino_dir):
     assert got.dtype == torch.float32 and torch.allclose(got, ref, atol=1e-4)
 
 
+def test_loads_a_pytorch_model_bin_folder(dino_dir, tmp_path):
+    """facebook/dinov2-small-imagenet1k-1-layer's main branch ships pytorch_model.bin only (no safetensors)."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    folder = tmp_path / "bin-only"
+    folder.mkdir()
+    for name in ("config.json", "preprocessor_config.json"):
+        shutil.copyfile(dino_dir / name, folder / name)
+    torch.save(load_file(str(dino_dir / "model.safetensors")), folder / "pytorch_model.bin")
+    x = images(2)
+    assert torch.equal(load_dino_classifier(str(folder), target=1).score(x), load_dino_classifier(str(dino_dir), target=1).score(x))
+
+
 def test_a_backbone_without_head_is_refused(tmp_path):
     from transformers import Dinov2Config, Dinov2Model
 

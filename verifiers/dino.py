@@ -126,7 +126,8 @@ def load_dino_classifier(model: str = DEFAULT_MODEL, *, allow_download: bool = F
     from transformers import Dinov2ForImageClassification
 
     path = resolve(model, verifier="dino_classifier", source=SOURCE, allow_download=allow_download,
-                   expect="a Hugging Face folder (config.json, model.safetensors, preprocessor_config.json) of a Dinov2ForImageClassification model")
+                   expect="a Hugging Face folder (config.json, model.safetensors or pytorch_model.bin, preprocessor_config.json) "
+                          "of a Dinov2ForImageClassification model")
     folder = _folder(path)
     cfg = check_architecture(folder, "dino_classifier", ("Dinov2ForImageClassification",), ("dinov2",))
     index = resolve_target(target, cfg.get("id2label") or {})
