@@ -124,3 +124,21 @@ def test_importing_the_package_does_not_import_model_code():
             "print(heavy); assert not heavy")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_ensemble_of_loaded_verifiers(dino_dir, tmp_path):
+    """Real members through the registry: the ensemble needs their union, returns their raw scores, and right after
+    reset its output equals combine() of those scores."""
+    clip = make_hf_clip(tmp_path / "clip", seed=1)
+    members = [verifiers.load_verifier("dino_classifier", str(dino_dir), target=0),
+               verifiers.load_verifier("self_similarity", str(clip)),
+               verifiers.load_verifier("dino_classifier", str(dino_dir), target=2)]
+    ens = verifiers.Ensemble(members, weights=[1.0, 2.0, 1.0])
+    assert ens.needs == {"reference"} and ens.reference_sigma == 0.4
+    x, ref = random_images(4, seed=2), random_images(4, seed=3)
+    out = ens.score(x, references=ref)
+    raw = ens.member_scores()
+    assert list(raw) == ["dino_classifier", "self_similarity", "dino_classifier_2"]
+    for name, member in zip(raw, members):
+        assert torch.allclose(raw[name], member.score(x, references=ref), atol=1e-6)
+    assert torch.equal(out, verifiers.combine(raw, weights=[1.0, 2.0, 1.0]))
