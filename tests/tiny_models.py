@@ -4,7 +4,7 @@ Stable helpers (import as `from noise_search.tests.tiny_models import ...`):
   clip_bpe_vocab()                          -> (vocab dict, merges list): a small valid CLIP byte-level BPE vocab
   make_hf_clip(folder, seed=0, ...)         -> folder: CLIPModel + tokenizer + image processor via save_pretrained
   make_hf_processor(folder, ...)            -> folder: tokenizer + image processor only (PickScore's processor)
-  register_tiny_open_clip()                 -> TINY_OPEN_CLIP: a tiny open_clip architecture, registered once
+  register_tiny_open_clip(name=TINY_OPEN_CLIP, config=None) -> name: a tiny open_clip architecture, registered once
   make_open_clip_checkpoint(path, seed=0, ...) -> path: an open_clip state dict (.pt/.bin/.safetensors)
   make_aesthetic_mlp(path, input_dim, seed=0)  -> path: the LAION aesthetic MLP state dict (layers.0 ... layers.7)
   make_hf_cache_repo(cache_dir, repo_id, files) -> snapshot folder laid out like the Hugging Face hub cache
@@ -117,18 +117,19 @@ def make_hf_clip(folder: Union[str, Path], seed: int = 0, image_size: int = 32, 
     return folder
 
 
-def register_tiny_open_clip() -> str:
-    """Register TINY_OPEN_CLIP with open_clip.add_model_config (once per process) and return its name."""
+def register_tiny_open_clip(name: str = TINY_OPEN_CLIP, config: Optional[dict] = None) -> str:
+    """Register a tiny open_clip architecture (default TINY_OPEN_CLIP_CONFIG) with open_clip.add_model_config,
+    once per process and name, and return its name."""
     global _CONFIG_DIR
     import open_clip
 
-    if TINY_OPEN_CLIP in open_clip.list_models():
-        return TINY_OPEN_CLIP
+    if name in open_clip.list_models():
+        return name
     if _CONFIG_DIR is None:
         _CONFIG_DIR = Path(tempfile.mkdtemp(prefix="noise_search_open_clip_"))
-    (_CONFIG_DIR / f"{TINY_OPEN_CLIP}.json").write_text(json.dumps(TINY_OPEN_CLIP_CONFIG))
+    (_CONFIG_DIR / f"{name}.json").write_text(json.dumps(config or TINY_OPEN_CLIP_CONFIG))
     open_clip.add_model_config(_CONFIG_DIR)
-    return TINY_OPEN_CLIP
+    return name
 
 
 def make_open_clip_model(seed: int = 0, arch: Optional[str] = None) -> torch.nn.Module:
