@@ -1,0 +1,129 @@
+"""Running a user's k-diffusion sampler over K candidate rows: the counting denoiser, per-row noise samplers
+and the exact NFE count of a sigma slice (a dry run with a zero denoiser)."""
+
+from __future__ import annotations
+
+import inspect
+from types import SimpleNamespace
+from typing import Callable, Optional, Sequence
+
+import torch
+
+import comfy.model_management
+import comfy.samplers
+from comfy.k_diffusion import sampling as k_sampling
+
+# k-diffusion samplers whose default noise sampler is a Brownian tree (value: tree kept on the CPU).
+BROWNIAN = {
+    "sample_dpmpp_sde": True, "sample_dpmpp_2m_sde": True, "sample_dpmpp_2m_sde_heun": True,
+    "sample_dpmpp_3m_sde": True, "sample_dpmpp_sde_gpu": False, "sample_dpmpp_2m_sde_gpu": False,
+    "sample_dpmpp_2m_sde_heun_gpu": False, "sample_dpmpp_3m_sde_gpu": False,
+}
+# Samplers whose number of model calls depends on the model's outputs: no exact NFE count exists.
+ADAPTIVE = {"dpm_adaptive_function", "sample_dpm_adaptive"}
+
+
+def function_name(fn: Callable) -> str:
+    while hasattr(fn, "func"):  # functools.partial
+        fn = fn.func
+    return getattr(fn, "__name__", type(fn).__name__)
+
+
+def takes_noise_sampler(fn: Callable) -> bool:
+    """Whether the sampler function accepts a `noise_sampler` keyword (all ancestral/SDE k-diffusion samplers do)."""
+    try:
+        return "noise_sampler" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+class RowNoiseSampler:
+    """`default_noise_sampler` per row: row j draws from its own generator seeded `seeds[j]`, exactly what a
+    batch-1 run with seed `seeds[j]` draws, so results do not depend on how candidates are batched."""
+
+    def __init__(self, x: torch.Tensor, seeds: Sequence[int]):
+        self.shape = (1,) + tuple(x.shape[1:])
+        self.like = {"dtype": x.dtype, "layout": x.layout, "device": x.device}
+        self.generators = [torch.Generator(device=x.device).manual_seed(int(s) % 2**64) for s in seeds]
+
+    def __call__(self, sigma, sigma_next) -> torch.Tensor:
+        return torch.cat([torch.randn(self.shape, generator=g, **self.like) for g in self.generators])
+
+
+def row_noise_sampler(fn: Callable, x: torch.Tensor, sigmas: torch.Tensor, seeds: Sequence[int]):
+    """The noise sampler `fn` would build for a batch-1 run with each row's seed, for all rows at once."""
+    cpu_tree = BROWNIAN.get(function_name(fn))
+    if cpu_tree is not None:
+        positive = sigmas[sigmas > 0]
+        return k_sampling.BrownianTreeNoiseSampler(x, positive.min(), sigmas.max(), seed=[int(s) % 2**64 for s in seeds],
+                                                   cpu=cpu_tree)
+    return RowNoiseSampler(x, seeds)
+
+
+class SearchDenoiser(comfy.samplers.KSamplerX0Inpaint):
+    """KSamplerX0Inpaint over candidate rows: checks Cancel before every model call, counts calls (NFEs) and
+    keeps the last x0 prediction; `on_eval(sigma, x0)` sees every evaluation."""
+
+    def __init__(self, model_wrap, sigmas: torch.Tensor, latent_image: torch.Tensor, noise: Optional[torch.Tensor],
+                 on_eval: Optional[Callable] = None):
+        super().__init__(model_wrap, sigmas)
+        self.latent_image = latent_image
+        self.noise = noise
+        self.on_eval = on_eval
+        self.calls = 0
+        self.x0: Optional[torch.Tensor] = None
+
+    def __call__(self, x, sigma, denoise_mask, model_options={}, seed=None):
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        out = super().__call__(x, sigma, denoise_mask, model_options=model_options, seed=seed)
+        self.calls += 1
+        self.x0 = out
+        if self.on_eval is not None:
+            self.on_eval(sigma, out)
+        return out
+
+
+class _DryRunDenoiser:
+    """Counts calls and returns a zero x0 (passed through post-CFG hooks, which CFG++ samplers rely on)."""
+
+    def __init__(self, model_sampling, model_patcher):
+        self.inner_model = SimpleNamespace(inner_model=SimpleNamespace(model_sampling=model_sampling),
+                                           model_patcher=model_patcher)
+        self.calls = 0
+
+    def __call__(self, x, sigma, denoise_mask=None, model_options={}, seed=None):
+        self.calls += 1
+        out = torch.zeros_like(x)
+        for fn in model_options.get("sampler_post_cfg_function", []):
+            out = fn({"denoised": out, "cond": None, "uncond": None, "cond_scale": 1.0, "model": None,
+                      "uncond_denoised": out, "cond_denoised": out, "sigma": sigma, "model_options": model_options,
+                      "input": x})
+        return out
+
+
+class NfeCounter:
+    """cost(sigmas) for SearchProblem: the exact model calls `sampler` makes over a slice, from a dry run
+    on a 1-element latent with a zero denoiser; cached per slice."""
+
+    def __init__(self, sampler, model_sampling, model_patcher):
+        self.sampler = sampler
+        self.model_sampling = model_sampling
+        self.model_patcher = model_patcher
+        self._cache: dict = {}
+
+    def __call__(self, sigmas: torch.Tensor) -> int:
+        key = tuple(float(s) for s in sigmas)
+        if key not in self._cache:
+            self._cache[key] = self._count(torch.tensor(key, dtype=torch.float32))
+        return self._cache[key]
+
+    def _count(self, sigmas: torch.Tensor) -> int:
+        fn = self.sampler.sampler_function
+        model = _DryRunDenoiser(self.model_sampling, self.model_patcher)
+        x = torch.zeros((1, 1, 1, 1))
+        kwargs = dict(self.sampler.extra_options)
+        if takes_noise_sampler(fn) and kwargs.get("noise_sampler") is None:
+            kwargs["noise_sampler"] = row_noise_sampler(fn, x, sigmas, [0])
+        extra_args = {"model_options": {"transformer_options": {}}, "seed": 0, "denoise_mask": None}
+        fn(model, x, sigmas, extra_args=extra_args, callback=None, disable=True, **kwargs)
+        return model.calls

@@ -1,0 +1,115 @@
+"""The two search samplers: KSampler-style inputs, and SamplerCustomAdvanced-style inputs (NOISE/GUIDER/SAMPLER/SIGMAS)."""
+
+from __future__ import annotations
+
+import comfy.samplers
+from comfy_api.latest import io
+from comfy_extras.nodes_custom_sampler import Noise_RandomNoise
+
+from .comfy_search import run_node_search
+from .settings import SearchSettings, search_inputs, search_outputs
+
+CATEGORY = "sampling/noise search"
+_SETTING_NAMES = ("algorithm", "candidates", "zo_rounds", "zo_step_cos", "paths_branches", "paths_sigma_start",
+                  "paths_delta_f", "paths_delta_b", "paths_max_rounds", "budget_nfe", "batch_size", "top_k")
+
+
+def _settings(node: str, kwargs: dict) -> SearchSettings:
+    return SearchSettings(node=node, **{k: kwargs[k] for k in _SETTING_NAMES})
+
+
+def _node_id(cls):
+    return cls.hidden.unique_id if cls.hidden is not None else None
+
+
+class NoiseSearchSampler(io.ComfyNode):
+    """KSampler that tries several initial noises and keeps the one the verifier scores highest."""
+
+    DISPLAY = "Noise Search Sampler"
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="NoiseSearchSampler",
+            display_name=cls.DISPLAY,
+            category=CATEGORY,
+            description="A KSampler that searches for a better initial noise (Ma et al., 2025): it samples several "
+                        "candidates, decodes and scores them with the verifier, and outputs the best. Candidate i of "
+                        "random search is exactly a KSampler run with seed + i.",
+            inputs=[
+                io.Model.Input("model", tooltip="The model used for denoising."),
+                io.Conditioning.Input("positive", tooltip="What to include in the image."),
+                io.Conditioning.Input("negative", tooltip="What to exclude from the image."),
+                io.Latent.Input("latent_image", tooltip="The latent to denoise; every batch item is searched on its own."),
+                io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
+                             tooltip="Base seed: random search tries seed, seed+1, ...; candidate 0 is the plain "
+                                     "KSampler result for this seed."),
+                io.Int.Input("steps", default=20, min=1, max=10000, tooltip="Denoising steps per candidate."),
+                io.Float.Input("cfg", default=8.0, min=0.0, max=100.0, step=0.1, round=0.01,
+                               tooltip="Classifier-free guidance scale (a cond/uncond pair counts as one NFE)."),
+                io.Combo.Input("sampler_name", options=comfy.samplers.KSampler.SAMPLERS,
+                               tooltip="The sampling algorithm, as in KSampler."),
+                io.Combo.Input("scheduler", options=comfy.samplers.KSampler.SCHEDULERS,
+                               tooltip="The noise schedule, as in KSampler."),
+                io.Float.Input("denoise", default=1.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="Less than 1 keeps part of the input latent (image to image)."),
+                *search_inputs(),
+            ],
+            outputs=search_outputs(),
+            hidden=[io.Hidden.unique_id],
+        )
+
+    @classmethod
+    def execute(cls, model, positive, negative, latent_image, seed, steps, cfg, sampler_name, scheduler, denoise,
+                vae, verifier, prompt, **settings) -> io.NodeOutput:
+        node = cls.DISPLAY
+        ksampler = comfy.samplers.KSampler(model, steps=steps, device=model.load_device, sampler=sampler_name,
+                                           scheduler=scheduler, denoise=denoise, model_options=model.model_options)
+        if len(ksampler.sigmas) < 2:
+            raise ValueError(f"{node}: denoise={denoise} leaves no steps to sample: raise denoise above 0")
+        guider = comfy.samplers.CFGGuider(model)
+        guider.set_conds(positive, negative)
+        guider.set_cfg(cfg)
+        out = run_node_search(node=node, node_id=_node_id(cls), guider=guider,
+                              sampler=comfy.samplers.sampler_object(sampler_name), sampler_input="sampler_name",
+                              sigmas=ksampler.sigmas, latent=latent_image, seed=seed, vae=vae, verifier=verifier,
+                              prompt=prompt, settings=_settings(node, settings))
+        return io.NodeOutput(*out)
+
+
+class NoiseSearchSamplerCustom(io.ComfyNode):
+    """SamplerCustomAdvanced that searches over initial noises: any guider, k-diffusion sampler and sigmas."""
+
+    DISPLAY = "Noise Search Sampler (Custom)"
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="NoiseSearchSamplerCustom",
+            display_name=cls.DISPLAY,
+            category=CATEGORY,
+            description="SamplerCustomAdvanced with a noise search: works with any guider (CFG, Basic, DualCFG, "
+                        "...), k-diffusion sampler and sigmas. Candidate i of random search is SamplerCustomAdvanced "
+                        "with RandomNoise seed + i.",
+            inputs=[
+                io.Noise.Input("noise", tooltip="A RandomNoise node: its seed is the search's base seed."),
+                io.Guider.Input("guider", tooltip="The guider (model and conditioning) used for every candidate."),
+                io.Sampler.Input("sampler", tooltip="A k-diffusion sampler (KSamplerSelect or a Sampler* node)."),
+                io.Sigmas.Input("sigmas", tooltip="The schedule every candidate follows (split sigmas for img2img)."),
+                io.Latent.Input("latent_image", tooltip="The latent to denoise; every batch item is searched on its own."),
+                *search_inputs(),
+            ],
+            outputs=search_outputs(),
+            hidden=[io.Hidden.unique_id],
+        )
+
+    @classmethod
+    def execute(cls, noise, guider, sampler, sigmas, latent_image, vae, verifier, prompt, **settings) -> io.NodeOutput:
+        node = cls.DISPLAY
+        if not isinstance(noise, Noise_RandomNoise):
+            raise ValueError(f"{node}: the noise input must carry a seed to search from, but {type(noise).__name__} "
+                             f"has none (DisableNoise and custom noises cannot be searched): connect a RandomNoise node")
+        out = run_node_search(node=node, node_id=_node_id(cls), guider=guider, sampler=sampler,
+                              sampler_input="sampler", sigmas=sigmas, latent=latent_image, seed=noise.seed, vae=vae,
+                              verifier=verifier, prompt=prompt, settings=_settings(node, settings))
+        return io.NodeOutput(*out)
