@@ -1,4 +1,4 @@
-"""Ensembles of verifiers: rank or z-score aggregation (Ma et al., 2025, arXiv 2501.09732, Sec. 4.1).
+"""Ensembles of verifiers: rank or z-score aggregation (the "verifier ensemble" of Ma et al., 2025, arXiv 2501.09732).
 
 Ranks use mid-ranks (rank 1 = worst, ties share their mean rank) normalised to a percentile
 ``p = (r - 1) / (N - 1)`` in [0, 1] over a pool of N scores (``p = 0.5`` when N == 1). Z-scores use the

@@ -1,5 +1,5 @@
 """Self-supervised verifier: cosine similarity between the features of the x0 prediction at sigma 0.4 and of the
-final image (Ma et al., 2025, arXiv 2501.09732, Sec. 4.1 "self-supervised verifiers").
+final image (the "self-supervised verifiers" of Ma et al., 2025, arXiv 2501.09732).
 
 Backbones: DINOv2 (HF `Dinov2Model`, layer-normed CLS token), SigLIP (HF `SiglipVisionModel`, attention-pooled
 output) and CLIP (open_clip or HF, projected image embedding via `clip.load_clip_backbone`).
