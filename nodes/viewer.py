@@ -29,6 +29,11 @@ def _save_png(image: Image.Image, name: str, pnginfo: PngInfo | None = None) -> 
     return {"filename": name, "subfolder": "", "type": "temp"}
 
 
+def _thumb(image: torch.Tensor) -> Image.Image:
+    """Gallery thumbnail: at most THUMB_SIZE on the longer side, never enlarged."""
+    return thumbnail(image, min(THUMB_SIZE, max(image.shape[0], image.shape[1])))
+
+
 def _chart_metadata(report_json: dict, hidden) -> PngInfo | None:
     if args.disable_metadata:
         return None
@@ -83,7 +88,7 @@ class NoiseSearchScoreViewer(io.ComfyNode):
 
         token = secrets.token_hex(4)
         thumbs = [
-            {str(cid): _save_png(thumbnail(report.images[i][cid], THUMB_SIZE), f"noise_search_{token}_{i}_{cid}.png")
+            {str(cid): _save_png(_thumb(report.images[i][cid]), f"noise_search_{token}_{i}_{cid}.png")
              for cid in final_ids(report, i) if cid in report.images[i]}
             for i in range(len(report.results))
         ]
