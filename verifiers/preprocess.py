@@ -63,9 +63,10 @@ class ImagePreprocess:
         interpolation = _PIL_MODES.get(int(getattr(resample, "value", resample)), None)
         if interpolation is None:
             raise VerifierError(f"image processor resample mode {resample} is not supported: use bicubic or bilinear")
+        normalize = bool(getattr(processor, "do_normalize", True))
         return cls(size=_pair(size),
-                   mean=tuple(processor.image_mean) if processor.do_normalize else (0.0, 0.0, 0.0),
-                   std=tuple(processor.image_std) if processor.do_normalize else (1.0, 1.0, 1.0),
+                   mean=tuple(processor.image_mean) if normalize else (0.0, 0.0, 0.0),
+                   std=tuple(processor.image_std) if normalize else (1.0, 1.0, 1.0),
                    resize_mode="shortest" if shortest else "squash", shortest_edge=shortest,
                    interpolation=interpolation, crop_offset="floor",
                    do_resize=bool(getattr(processor, "do_resize", True)), do_crop=do_crop)
