@@ -71,6 +71,15 @@ KNOWN_MODELS: tuple[KnownModel, ...] = (
                "https://huggingface.co/openai/clip-vit-large-patch14"),
     KnownModel("openai/clip-vit-base-patch32", "clip_zero_shot", _HF_CLIP_FILES, "0.6 GB", "MIT",
                "https://huggingface.co/openai/clip-vit-base-patch32"),
+    KnownModel("facebook/dinov2-small-imagenet1k-1-layer", "dino_classifier",
+               ("config.json", "preprocessor_config.json", "pytorch_model.bin"), "91 MB", "Apache-2.0",
+               "https://huggingface.co/facebook/dinov2-small-imagenet1k-1-layer",
+               note="the main branch ships pytorch_model.bin only"),
+    KnownModel("facebook/dinov2-small", "self_similarity", ("config.json", "preprocessor_config.json", "model.safetensors"),
+               "88 MB", "Apache-2.0", "https://huggingface.co/facebook/dinov2-small"),
+    KnownModel("google/siglip-base-patch16-224", "self_similarity",
+               ("config.json", "preprocessor_config.json", "model.safetensors"), "813 MB", "Apache-2.0",
+               "https://huggingface.co/google/siglip-base-patch16-224", note="only the vision tower is used"),
 )
 
 
