@@ -262,12 +262,19 @@ def tiny_verifier_models(verifiers_dir: Path) -> dict[str, str]:
             "aesthetic": "sac+logos+ava1-l14-linearMSE.pth", "pickscore": "yuvalkirstain/PickScore_v1"}
 
 
+# Shared by every module that imports these fixtures: pytest makes one fixture instance per importing
+# module, so the checkpoint and the server are kept here and stopped when the last user is torn down.
+_SHARED: dict = {}
+
+
 @pytest.fixture(scope="session")
 def tiny_sd3_dir(tmp_path_factory) -> Path:
     """A folder holding the tiny SD3 checkpoint, built once per session."""
-    directory = tmp_path_factory.mktemp("tiny_sd3")
-    build_tiny_sd3(directory)
-    return directory
+    if "tiny_sd3" not in _SHARED:
+        directory = tmp_path_factory.mktemp("tiny_sd3")
+        build_tiny_sd3(directory)
+        _SHARED["tiny_sd3"] = directory
+    return _SHARED["tiny_sd3"]
 
 
 @dataclass
@@ -284,14 +291,11 @@ class ComfyEnv:
         return self.base / "output"
 
 
-@pytest.fixture(scope="session")
-def comfy_env(tmp_path_factory, tiny_sd3_dir) -> ComfyEnv:
-    """A running ComfyUI server with the pack and the tiny models; stopped at the end of the session."""
-    comfyui = comfyui_path()
-    base = tmp_path_factory.mktemp("comfy_base")
+def start_env(comfyui: Path, base: Path, tiny_sd3: Path) -> ComfyEnv:
+    """Lay out `base` (models, the pack, an input image) and start a server on it."""
     checkpoints = base / "models" / "checkpoints"
     checkpoints.mkdir(parents=True)
-    (checkpoints / TINY_SD3).symlink_to(tiny_sd3_dir / TINY_SD3)
+    (checkpoints / TINY_SD3).symlink_to(tiny_sd3 / TINY_SD3)
     verifier_models = tiny_verifier_models(base / "models" / "verifiers")
     (base / "custom_nodes").mkdir()
     (base / "custom_nodes" / PACK_DIR_NAME).symlink_to(REPO_ROOT, target_is_directory=True)
@@ -299,12 +303,29 @@ def comfy_env(tmp_path_factory, tiny_sd3_dir) -> ComfyEnv:
     write_input_image(base / "input" / INPUT_IMAGE)
     server = ComfyServer(comfyui, base)
     client = server.start()
-    try:
-        if "NoiseSearchSampler" not in client.object_info():
-            pytest.fail(f"ComfyUI started but the pack's nodes are missing from /object_info; server log:\n{server.log()}")
-        yield ComfyEnv(client, server, base, TINY_SD3, verifier_models, INPUT_IMAGE)
-    finally:
+    if "NoiseSearchSampler" not in client.object_info():
         server.stop()
+        pytest.fail(f"ComfyUI started but the pack's nodes are missing from /object_info; server log:\n{server.log()}")
+    return ComfyEnv(client, server, base, TINY_SD3, verifier_models, INPUT_IMAGE)
+
+
+@pytest.fixture(scope="session")
+def comfy_env(tmp_path_factory, tiny_sd3_dir) -> ComfyEnv:
+    """A running ComfyUI server with the pack and the tiny models, one per test session."""
+    comfyui = comfyui_path()
+    if "env" not in _SHARED:
+        _SHARED["env"], _SHARED["env_users"] = start_env(comfyui, tmp_path_factory.mktemp("comfy_base"), tiny_sd3_dir), 0
+    env = _SHARED["env"]
+    _SHARED["env_users"] += 1
+    try:
+        if env.server.process.poll() is not None:
+            pytest.fail(f"the ComfyUI server exited with {env.server.process.returncode}:\n{env.server.log()}")
+        yield env
+    finally:
+        _SHARED["env_users"] -= 1
+        if _SHARED["env_users"] == 0:
+            env.server.stop()
+            del _SHARED["env"]
 
 
 @pytest.fixture
