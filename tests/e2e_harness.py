@@ -267,14 +267,19 @@ def tiny_verifier_models(verifiers_dir: Path) -> dict[str, str]:
 _SHARED: dict = {}
 
 
-@pytest.fixture(scope="session")
-def tiny_sd3_dir(tmp_path_factory) -> Path:
-    """A folder holding the tiny SD3 checkpoint, built once per session."""
+def shared_tiny_sd3(tmp_path_factory) -> Path:
+    """The folder holding the tiny SD3 checkpoint, built on first use in this session."""
     if "tiny_sd3" not in _SHARED:
         directory = tmp_path_factory.mktemp("tiny_sd3")
         build_tiny_sd3(directory)
         _SHARED["tiny_sd3"] = directory
     return _SHARED["tiny_sd3"]
+
+
+@pytest.fixture(scope="session")
+def tiny_sd3_dir(tmp_path_factory) -> Path:
+    """A folder holding the tiny SD3 checkpoint, built once per session."""
+    return shared_tiny_sd3(tmp_path_factory)
 
 
 @dataclass
@@ -310,11 +315,12 @@ def start_env(comfyui: Path, base: Path, tiny_sd3: Path) -> ComfyEnv:
 
 
 @pytest.fixture(scope="session")
-def comfy_env(tmp_path_factory, tiny_sd3_dir) -> ComfyEnv:
+def comfy_env(tmp_path_factory) -> ComfyEnv:
     """A running ComfyUI server with the pack and the tiny models, one per test session."""
-    comfyui = comfyui_path()
+    comfyui = comfyui_path()  # skips before anything is built
     if "env" not in _SHARED:
-        _SHARED["env"], _SHARED["env_users"] = start_env(comfyui, tmp_path_factory.mktemp("comfy_base"), tiny_sd3_dir), 0
+        tiny_sd3 = shared_tiny_sd3(tmp_path_factory)
+        _SHARED["env"], _SHARED["env_users"] = start_env(comfyui, tmp_path_factory.mktemp("comfy_base"), tiny_sd3), 0
     env = _SHARED["env"]
     _SHARED["env_users"] += 1
     try:

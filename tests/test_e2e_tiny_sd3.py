@@ -50,11 +50,14 @@ def sample(seed):
     return comfy.sample.sample(model, noise, 4, 4.5, "euler", "simple", positive, negative, latent, seed=seed, disable_pbar=True)
 
 sample(0)  # warm-up: loads the model onto the device
-start = time.perf_counter()
-a = sample(0)
-out["sample_s"] = time.perf_counter() - start
-b = vae.decode(a)
-out["decode_s"] = time.perf_counter() - start - out["sample_s"]
+sample_s, decode_s = [], []
+for _ in range(3):  # best of 3: the machine may be shared
+    start = time.perf_counter()
+    a = sample(0)
+    sample_s.append(time.perf_counter() - start)
+    b = vae.decode(a)
+    decode_s.append(time.perf_counter() - start - sample_s[-1])
+out["sample_s"], out["decode_s"] = min(sample_s), min(decode_s)
 again = vae.decode(sample(0))
 other = vae.decode(sample(1))
 out["image_shape"] = list(b.shape)
@@ -65,8 +68,9 @@ print("RESULT " + json.dumps(out))
 '''
 
 
-def test_tiny_sd3_loads_as_sd3_and_samples_64px_fast(tiny_sd3_dir):  # noqa: F811
+def test_tiny_sd3_loads_as_sd3_and_samples_64px_fast(request):
     comfyui = comfyui_path()
+    tiny_sd3_dir = request.getfixturevalue("tiny_sd3_dir")
     script = CHECK.replace("PATH", repr(str(tiny_sd3_dir / FILENAME)))
     proc = subprocess.run([sys.executable, "-c", script], cwd=comfyui, capture_output=True, text=True, timeout=300)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]

@@ -252,6 +252,51 @@ def test_workflow_loads_against_object_info(path, comfy, comfy_env):  # noqa: F8
     assert problems == [], f"{path.name}:\n" + "\n".join(problems)
 
 
+def widget_index(node: dict, info: dict, name: str) -> int:
+    """Position of widget `name` in `widgets_values` (extra widgets such as control_after_generate counted)."""
+    i = 0
+    for input_name, spec, _ in input_specs(info):
+        if is_widget(spec):
+            if input_name == name:
+                return i
+            i += 1 + extra_widgets(input_name, spec)
+    raise KeyError(name)
+
+
+@pytest.mark.comfyui
+def test_workflow_check_catches_mistakes(comfy, comfy_env):  # noqa: F811
+    """The checker is not vacuous: each typical mistake made in a good workflow is reported."""
+    good = localize(load(WORKFLOW_DIR / "sd15_txt2img_clipscore_aesthetic.json"), comfy_env)
+    info = comfy.object_info()
+    assert workflow_problems(good, info) == []
+
+    def broken(node_type, change) -> str:
+        wf = copy.deepcopy(good)
+        node = next(n for n in wf["nodes"] if n["type"] == node_type)
+        change(wf, node, lambda name, value: node["widgets_values"].__setitem__(widget_index(node, info[node_type], name), value))
+        return " | ".join(workflow_problems(wf, info))
+
+    def drop_control(wf, node, set_widget):
+        del node["widgets_values"][widget_index(node, info["NoiseSearchSampler"], "seed") + 1]
+
+    def vae_into_verifier(wf, node, set_widget):
+        link = next(link for link in wf["links"] if link[3] == node["id"] and link[5] == "VERIFIER")
+        ckpt = next(m for m in wf["nodes"] if m["type"] == "CheckpointLoaderSimple")
+        link[1], link[2], link[5] = ckpt["id"], 2, "VAE"
+        ckpt["outputs"][2]["links"].append(link[0])
+
+    assert "widgets_values has" in broken("NoiseSearchSampler", drop_control)
+    assert "'sampler_name' = 'nope' is not one of its options" in broken(
+        "NoiseSearchSampler", lambda wf, n, set_widget: set_widget("sampler_name", "nope"))
+    assert "'steps' = 0 is outside" in broken("NoiseSearchSampler", lambda wf, n, set_widget: set_widget("steps", 0))
+    assert "'candidates' = 2.5 is not an integer" in broken(
+        "NoiseSearchSampler", lambda wf, n, set_widget: set_widget("candidates", 2.5))
+    assert "'model' = 'missing.pth' is not one of its options" in broken(
+        "NoiseSearchVerifierLoader", lambda wf, n, set_widget: set_widget("model", "missing.pth"))
+    assert "no such node type" in broken("NoiseSearchVerifierEnsemble", lambda wf, n, set_widget: n.update(type="NoSuchNode"))
+    assert "VAE from node" in broken("NoiseSearchSampler", vae_into_verifier)
+
+
 @pytest.mark.comfyui
 @pytest.mark.slow
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
