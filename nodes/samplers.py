@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import comfy.samplers
 from comfy_api.latest import io
-from comfy_extras.nodes_custom_sampler import Noise_RandomNoise
 
 from .comfy_search import run_node_search
 from .settings import SearchSettings, search_inputs, search_outputs
@@ -106,7 +105,7 @@ class NoiseSearchSamplerCustom(io.ComfyNode):
     @classmethod
     def execute(cls, noise, guider, sampler, sigmas, latent_image, vae, verifier, prompt, **settings) -> io.NodeOutput:
         node = cls.DISPLAY
-        if not isinstance(noise, Noise_RandomNoise):
+        if type(noise).__name__ != "Noise_RandomNoise":  # ComfyUI loads comfy_extras under its own module names
             raise ValueError(f"{node}: the noise input must carry a seed to search from, but {type(noise).__name__} "
                              f"has none (DisableNoise and custom noises cannot be searched): connect a RandomNoise node")
         out = run_node_search(node=node, node_id=_node_id(cls), guider=guider, sampler=sampler,
