@@ -132,7 +132,7 @@ class _Run:
         self.max_denoise = owner.max_denoise(model_wrap, sigmas)
         self.fn = owner.user.sampler_function
         self.keep_loaded = [model_wrap.model_patcher] + list(getattr(model_wrap, "loaded_models", []))
-        self.root_noise: dict = {}  # candidate id -> its initial noise row (for inpainting masks)
+        self.root_noise: dict = {}  # candidate id -> its initial noise row (kept only for inpainting masks)
         verifier = owner.scorer.handle.verifier
         self.needs_reference = "reference" in verifier.needs
         self.reference_sigma = (reference_target(self.model_sampling, verifier.reference_sigma)
@@ -146,8 +146,12 @@ class _Run:
             self.notes.append(f"sampler {function_name(self.fn)} takes no noise_sampler: if it draws random noise, "
                               f"rows share it and results depend on batch_size")
 
-    def rows(self, t: Optional[torch.Tensor], k: int) -> Optional[torch.Tensor]:
-        return None if t is None else t.expand(k, *t.shape[1:]).contiguous() if t.shape[0] == 1 else t
+    @staticmethod
+    def rows(t: Optional[torch.Tensor], k: int) -> Optional[torch.Tensor]:
+        """The item's batch-1 latent or mask repeated for k candidate rows."""
+        if t is None:
+            return None
+        return t.expand(k, *t.shape[1:]).contiguous()
 
     def integrate(self, x: torch.Tensor, sigmas: torch.Tensor, batch: Sequence[Candidate]):
         if self.scored:
@@ -164,12 +168,13 @@ class _Run:
         if fresh:
             if float(sigmas[0]) != float(self.sigmas_cpu[0]):
                 raise RuntimeError("internal: fresh noises must start at the start of the schedule")
-            for c, row in zip(batch, x):
-                self.root_noise[c.id] = row
+            if self.denoise_mask is not None:
+                self.root_noise.update({c.id: row for c, row in zip(batch, x)})
             x = self.model_sampling.noise_scaling(sig[0], x, latent, self.max_denoise)
         else:
             for c in batch:
-                self.root_noise[c.id] = self.root_noise[c.parent]
+                if c.parent in self.root_noise:
+                    self.root_noise[c.id] = self.root_noise[c.parent]
                 if c.parent in self.references:
                     self.references.setdefault(c.id, self.references[c.parent])
         seeds = [self.owner.seed + c.id for c in batch]
@@ -188,8 +193,11 @@ class _Run:
             raise RuntimeError(f"the sampler made no model call over sigmas {sigmas.tolist()}")
         return x_end, model_k.x0
 
-    def _inpaint_noise(self, batch: Sequence[Candidate], seeds: Sequence[int]) -> torch.Tensor:
-        """What KSAMPLER gives KSamplerX0Inpaint as `noise`: the initial noise, or a fresh one (seed + 1) for ddim."""
+    def _inpaint_noise(self, batch: Sequence[Candidate], seeds: Sequence[int]) -> Optional[torch.Tensor]:
+        """What KSAMPLER gives KSamplerX0Inpaint as `noise` (used with a mask only): the initial noise, or a fresh
+        one seeded seed + 1 for samplers with inpaint_options random (ddim)."""
+        if self.denoise_mask is None:
+            return None
         if getattr(self.owner.user, "inpaint_options", {}).get("random", False):
             shape = (1,) + tuple(self.latent_image.shape[1:])
             rows = [torch.randn(shape, generator=torch.Generator().manual_seed((s + 1) % 2**64)) for s in seeds]
@@ -239,7 +247,6 @@ class _Run:
                               f"counted {expected}")
         result.notes.extend(self.notes)
         return result
-
 
 
 ITEM_SEED_STRIDE = 2**32  # latent batch item b searches with seed + b * stride, so items never share noises

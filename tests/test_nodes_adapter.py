@@ -106,8 +106,8 @@ out["img2img"] = max_diff(report.latents[0][0], stock(source, 11, "euler", denoi
 mask = torch.zeros(1, 64, 64)
 mask[:, :, :32] = 1.0
 masked = dict(source, noise_mask=mask)
-report = search(masked, 12, "euler_ancestral", candidates=2)[4]
-out["inpaint"] = [max_diff(report.latents[0][i], stock(masked, 12 + i, "euler_ancestral")) for i in range(2)]
+report = search(masked, 12, "ddim", candidates=2)[4]  # ddim: KSAMPLER's random inpaint noise, seeded seed + 1
+out["inpaint"] = [max_diff(report.latents[0][i], stock(masked, 12 + i, "ddim")) for i in range(2)]
 out["inpaint_kept"] = max_diff(report.latents[0][1][:, :, 4:], source["samples"][0][:, :, 4:])
 
 # The Custom node: candidates are SamplerCustomAdvanced runs; the NOISE output replays the winner (zero-order).
@@ -174,6 +174,24 @@ out["errors"] = {
     "not_ksampler": error(lambda: custom(Noise_RandomNoise(1), comfy.samplers.Sampler())),
     "step_cos": error(lambda: search(empty, 1, "euler", algorithm="zero_order", zo_step_cos=1.0)),
 }
+
+# Verifier nodes: what models/verifiers offers, and their input errors.
+import tempfile, pathlib, folder_paths
+from noise_search.nodes import verifier_nodes as vn
+tmp = pathlib.Path(tempfile.mkdtemp())
+(tmp / "my-clip").mkdir(); (tmp / "my-clip" / "config.json").write_text("{}")
+(tmp / "org" / "model").mkdir(parents=True); (tmp / "org" / "model" / "model.safetensors").write_bytes(b"")
+(tmp / "head.pth").write_bytes(b""); (tmp / "notes.txt").write_text("")
+folder_paths.add_model_folder_path("verifiers", str(tmp))
+options = vn.model_options()
+out["models"] = [options[:3], "openai/clip-vit-large-patch14" in options, "notes.txt" in options,
+                 str(tmp) in [str(d) for d in __import__("noise_search.verifiers.loading", fromlist=["x"]).model_dirs()]]
+out["verifier_errors"] = {
+    "labels": error(lambda: vn.verifier_options("clip_score", "cat, dog", "")),
+    "target": error(lambda: vn.verifier_options("dino_classifier", "", "")),
+    "weights": error(lambda: vn.parse_weights("1, 2, 3", 2)),
+}
+out["weights"] = [vn.parse_weights("", 2), vn.parse_weights("1 2.5", 2)]
 print("RESULT " + json.dumps(out))
 '''
 
@@ -260,3 +278,22 @@ def test_bad_inputs_fail_with_node_and_input_names(result, case, needles):
     assert message is not None, f"{case} did not raise"
     for needle in needles:
         assert needle in message, message
+
+
+def test_model_dropdown_lists_local_models_first(result):
+    first, known, junk, registered = result["models"]
+    assert first == ["head.pth", "my-clip", "org/model"]
+    assert known and not junk and registered
+
+
+@pytest.mark.parametrize("case, needles", [
+    ("labels", ["Load Verifier:", "clip_score", "labels"]),
+    ("target", ["Load Verifier:", "dino_classifier", "target"]),
+    ("weights", ["Verifier Ensemble:", "2 verifiers", "3 number"]),
+])
+def test_verifier_node_inputs_are_checked(result, case, needles):
+    message = result["verifier_errors"][case]
+    assert message is not None, f"{case} did not raise"
+    for needle in needles:
+        assert needle in message, message
+    assert result["weights"] == [None, [1.0, 2.5]]
