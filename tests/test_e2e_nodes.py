@@ -120,51 +120,61 @@ def finals(item: dict) -> list[dict]:
     return [c for c in item["candidates"] if c["sigma"] == 0.0]
 
 
+def search_graph(env, algorithm: str, kind: str, seed: int):
+    """A search with its viewer, saved outputs and, for Random/Zero-Order, the NOISE output replayed by
+    SamplerCustomAdvanced with the same guider, sampler and sigmas."""
+    g, n = base_graph(env, verifier="ensemble" if kind == "custom" else "clip_score")
+    ids = {"search": add_sampler(g, n, kind, seed, algorithm=algorithm, batch_size=1)}
+    out = g.out
+    ids["viewer"] = g.node("NoiseSearchScoreViewer", report=out(ids["search"], 4), pick=-1)
+    prefix = f"e2e_nodes/{algorithm}_{kind}"
+    ids["save"] = g.node("SaveImage", images=out(ids["search"], 1), filename_prefix=prefix)
+    ids["save_picked"] = g.node("SaveImage", images=out(ids["viewer"], 2), filename_prefix=prefix + "_picked")
+    ids["save_best"] = g.node("SaveLatent", samples=out(ids["search"], 0), filename_prefix=prefix + "_best")
+    if algorithm != "paths":
+        parts = n["custom"]
+        replay = g.node("SamplerCustomAdvanced", noise=out(ids["search"], 3), guider=out(parts["guider"]),
+                        sampler=out(parts["sampler"]), sigmas=out(parts["sigmas"]), latent_image=out(n["latent"]))
+        ids["save_replay"] = g.node("SaveLatent", samples=out(replay, 0), filename_prefix=prefix + "_replay")
+    return g.nodes, ids
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["ksampler", "custom"])
 @pytest.mark.parametrize("algorithm", ["random", "zero_order", "paths"])
 def test_search_runs_and_reports(algorithm, kind, comfy, comfy_env):  # noqa: F811
-    verifier = "ensemble" if kind == "custom" else "clip_score"
-    seed = 100 + next(_ids)
-    g, n = base_graph(comfy_env, verifier=verifier)
-    search = add_sampler(g, n, kind, seed, algorithm=algorithm, batch_size=1)
-    viewer = g.node("NoiseSearchScoreViewer", report=g.out(search, 4), pick=-1)
-    save = g.node("SaveImage", images=g.out(search, 1), filename_prefix=f"e2e_nodes/{algorithm}_{kind}")
-    save_viewer = g.node("SaveImage", images=g.out(viewer, 2), filename_prefix=f"e2e_nodes/{algorithm}_{kind}_picked")
-    save_best = g.node("SaveLatent", samples=g.out(search, 0), filename_prefix=f"e2e_nodes/{algorithm}_{kind}_best")
-    if algorithm != "paths":  # the winning noise replayed by the stock sampler must give the best latent exactly
-        parts = n["custom"]
-        replay = g.node("SamplerCustomAdvanced", noise=g.out(search, 3), guider=g.out(parts["guider"]),
-                        sampler=g.out(parts["sampler"]), sigmas=g.out(parts["sigmas"]), latent_image=g.out(n["latent"]))
-        save_replay = g.node("SaveLatent", samples=g.out(replay, 0), filename_prefix=f"e2e_nodes/{algorithm}_{kind}_replay")
-    run = comfy.run(g.nodes, timeout=300).check()
+    first = 100 * next(_ids)
+    for seed in range(first, first + 5):  # the first seed whose winner is not candidate 0
+        prompt, ids = search_graph(comfy_env, algorithm, kind, seed)
+        run = comfy.run(prompt, timeout=300).check()
+        report = report_of(run, ids["viewer"])
+        item = report["items"][0]
+        if item["best_id"] != 0:
+            break
+    assert item["best_id"] != 0, "five seeds in a row kept the seed's own noise: the NOISE replay would prove little"
 
-    report = report_of(run, viewer)
-    item = report["items"][0]
     assert report["prompt"] == PROMPT
     assert item["algorithm"] == algorithm
     assert item["nfe"] == item["nfe_planned"] > 0
     if expected_nfe(algorithm) is not None:
         assert item["nfe"] == expected_nfe(algorithm)
     final = finals(item)
-    assert final, "no final candidate in the report"
-    assert item["best_score"] == max(c["score"] for c in final)
+    final_scores = sorted((c["score"] for c in final), reverse=True)
+    assert item["best_score"] == final_scores[0]
     assert item["best_id"] in {c["id"] for c in final}
-    assert item["topk_scores"] == sorted(item["topk_scores"], reverse=True)[:SETTINGS["top_k"]]
-    assert item["topk_scores"][0] == item["best_score"] and item["topk_ids"][0] == item["best_id"]
+    assert item["topk_scores"] == final_scores[:SETTINGS["top_k"]] and item["topk_ids"][0] == item["best_id"]
     if algorithm == "random":
         assert sorted(c["id"] for c in final) == list(range(SETTINGS["candidates"]))
     if kind == "custom":
-        assert sorted(report["members"]) == sorted(
-            c for c in final[0]["members"]), "ensemble member scores missing from the candidates"
-    assert run.outputs[viewer]["images"], "Score Viewer showed no chart"
+        assert sorted(report["members"]) == sorted(final[0]["members"]), "ensemble member scores missing"
+    assert run.outputs[ids["viewer"]]["images"], "Score Viewer showed no chart"
 
-    (best_png,), (picked_png,) = comfy.images(run, save), comfy.images(run, save_viewer)
+    (best_png,), (picked_png,) = comfy.images(run, ids["save"]), comfy.images(run, ids["save_picked"])
     assert torch.equal(pixels(best_png), pixels(picked_png)), "Score Viewer's pick -1 is not the sampler's best image"
-    best = latent_file(comfy_env, run, save_best)
+    best = latent_file(comfy_env, run, ids["save_best"])
     assert best.shape == (1, 16, 8, 8)
     if algorithm != "paths":
-        replayed = latent_file(comfy_env, run, save_replay)
+        replayed = latent_file(comfy_env, run, ids["save_replay"])
         assert torch.equal(best, replayed), (f"best id {item['best_id']}: replaying the NOISE output differs by "
                                              f"{(best - replayed).abs().max().item():.3g}")
 

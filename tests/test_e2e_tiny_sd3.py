@@ -4,8 +4,12 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from noise_search.tests.e2e_harness import comfyui_path, tiny_sd3_dir  # noqa: F401 (fixture)
 from noise_search.tests.tiny_sd3 import FILENAME
+
+pytestmark = pytest.mark.comfyui
 
 # Runs with cwd=COMFYUI_PATH (`-c`, so sys.path[0] is ComfyUI and never this repository).
 CHECK = r'''
