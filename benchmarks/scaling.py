@@ -1,0 +1,190 @@
+"""Inference-time scaling in miniature: more denoising steps vs. noise search at equal NFE budgets (Ma et al. 2025, Fig. 1).
+
+    python benchmarks/scaling.py                 # full run: budgets 1x 4x 16x 64x, 10 classes x 50 seeds
+    python benchmarks/scaling.py --quick         # 1x 4x 16x, 10 classes x 10 seeds (under two minutes)
+    python benchmarks/scaling.py --json out.json # also write the rows
+
+One sample is `--steps` Euler steps of the tiny rectified-flow digit model (train_digits.py), so 1x = that many
+NFEs. Every search ranks candidates with the verifier MLP; the evaluator CNN (other architecture, other data)
+judges the winners and supplies the features of the Fréchet distance to held-out digits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+
+from _pack import load_pack
+
+load_pack()
+
+from noise_search.search import RENOISE, SearchProblem, SearchResult, estimate_nfe, run_search, seeded_noise  # noqa: E402
+
+from digits_models import (  # noqa: E402
+    NUM_CLASSES, SHAPE, WEIGHTS, euler, flow_sigmas, frechet_distance, load_model, load_splits, velocity_fn,
+)
+
+KEYS = ("method", "budget_nfe", "nfe_spent", "verifier_score", "eval_accuracy", "frechet", "seconds")
+METHODS = ("steps", "random", "zero_order", "paths")
+FULL = {"multiples": (1, 4, 16, 64), "seeds": 50}
+QUICK = {"multiples": (1, 4, 16), "seeds": 10}
+ZERO_ORDER = {"n": 4, "step_cos": 0.9}
+PATHS = {"m": 4, "sigma_start": 0.7, "delta_f": 0.1, "delta_b": 0.3}
+
+
+def verifier_log_odds(verifier: torch.nn.Module, x: torch.Tensor, label: int) -> torch.Tensor:
+    """log p(label) - log(1 - p(label)): ranks like the log-probability but does not saturate at 0 for confident
+    samples (a float32 log-probability ties at exactly 0.0 there)."""
+    logits = verifier(x).double()
+    others = torch.cat([logits[:, :label], logits[:, label + 1:]], dim=1)
+    return logits[:, label] - others.logsumexp(1)
+
+
+def make_problem(models: dict, label: int, seed: int, steps: int, guidance: float, max_batch: int = 64,
+                 on_call: Optional[Callable[[int], None]] = None) -> SearchProblem:
+    """One prompt of the benchmark: class `label`, noise seed `seed`, `steps` Euler steps, verifier log-odds."""
+    v = velocity_fn(models["flow"], label, guidance)
+
+    def integrate(x, sigmas, batch):
+        with torch.no_grad():
+            return euler(v, x, sigmas, on_call)
+
+    def score(x0, sigma, batch):
+        with torch.no_grad():
+            return verifier_log_odds(models["verifier"], x0, label)
+
+    return SearchProblem(
+        integrate=integrate, score=score, sigmas=flow_sigmas(steps), noise=seeded_noise(seed, SHAPE),
+        renoise=RENOISE["flow"], cost=lambda sigmas: len(sigmas) - 1, max_batch=max_batch,
+    )
+
+
+def method_config(method: str, multiple: int, steps: int) -> tuple[int, dict]:
+    """(sampler steps, search config) that spends at most `multiple` x one sample.
+
+    "steps" is one plain sample with multiple x steps. The searches keep `steps` and let their budget cut the
+    plan: Random runs `multiple` candidates, Zero-Order a pivot plus 4-neighbour rounds, Paths shrinks N then M.
+    At 1x Paths cannot afford one branch, so it runs unbranched (max_rounds=0): the plain sample.
+    """
+    if method == "steps":
+        return steps * multiple, {"n": 1}
+    if method == "random":
+        return steps, {"n": multiple}
+    if method == "zero_order":
+        return steps, {**ZERO_ORDER, "rounds": multiple}
+    if method == "paths":
+        return steps, {**PATHS, "n": multiple, "max_rounds": 0 if multiple == 1 else None}
+    raise ValueError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
+
+
+def run_method(models: dict, method: str, multiple: int, labels: Sequence[int], seeds: Sequence[int], *,
+               steps: int, guidance: float, max_batch: int = 64) -> tuple[dict, torch.Tensor, list]:
+    """Search every (label, seed) prompt at one budget; returns the row (without frechet), winners and labels."""
+    budget = steps * multiple
+    sample_steps, config = method_config(method, multiple, steps)
+    algorithm = "random" if method == "steps" else method
+    planned = estimate_nfe(algorithm, flow_sigmas(sample_steps), budget_nfe=budget, **config)
+    if planned > budget:
+        raise AssertionError(f"internal: {method} at {multiple}x plans {planned} NFEs over the budget {budget}")
+    winners, targets, spent, scores = [], [], [], []
+    start = time.perf_counter()
+    for seed in seeds:
+        for label in labels:
+            problem = make_problem(models, label, 10_000 * (NUM_CLASSES * seed + label), sample_steps, guidance, max_batch)
+            result: SearchResult = run_search(algorithm, problem, budget_nfe=budget, **config)
+            if result.nfe > budget:
+                raise AssertionError(f"{method} at {multiple}x spent {result.nfe} NFEs, over the budget {budget}")
+            winners.append(result.best)
+            targets.append(label)
+            spent.append(result.nfe)
+    seconds = time.perf_counter() - start
+    x = torch.stack(winners)
+    y = torch.tensor(targets)
+    with torch.no_grad():
+        for label in labels:
+            scores.append(verifier_log_odds(models["verifier"], x[y == label], label))
+        accuracy = (models["evaluator"](x).argmax(1) == y).double().mean()
+    row = {
+        "method": method, "budget_nfe": budget, "nfe_spent": float(np.mean(spent)),
+        "verifier_score": float(torch.cat(scores).mean()), "eval_accuracy": float(accuracy), "seconds": seconds,
+    }
+    return row, x, targets
+
+
+def evaluator_features(models: dict, x: torch.Tensor) -> np.ndarray:
+    with torch.no_grad():
+        return models["evaluator"].features(x).double().numpy()
+
+
+def run_benchmark(models: dict, *, methods: Sequence[str] = METHODS, multiples: Sequence[int] = FULL["multiples"],
+                  labels: Sequence[int] = tuple(range(NUM_CLASSES)), seeds: Sequence[int] = tuple(range(FULL["seeds"])),
+                  steps: int = 10, guidance: float = 1.0, max_batch: int = 64,
+                  reference: Optional[torch.Tensor] = None) -> list[dict]:
+    """One row per (method, budget) with exactly KEYS; Fréchet against `reference` (default: held-out digits)."""
+    if reference is None:
+        reference = load_splits()["heldout"][0]
+    ref_features = evaluator_features(models, reference)
+    rows = []
+    for multiple in multiples:
+        for method in methods:
+            row, x, _ = run_method(models, method, multiple, labels, seeds, steps=steps, guidance=guidance,
+                                   max_batch=max_batch)
+            row["frechet"] = frechet_distance(evaluator_features(models, x), ref_features)
+            rows.append({k: row[k] for k in KEYS})
+    return rows
+
+
+def real_frechet_floor(models: dict, per_class: int) -> float:
+    """Fréchet of `per_class` real digits per class (generator split) to the held-out digits: the value a perfect
+    sampler would get at this sample size (the estimate is biased upwards for small samples)."""
+    gen_x, gen_y = load_splits()["generator"]
+    x = torch.cat([gen_x[gen_y == c][:per_class] for c in range(NUM_CLASSES)])
+    return frechet_distance(evaluator_features(models, x), evaluator_features(models, load_splits()["heldout"][0]))
+
+
+def format_table(rows: Sequence[dict], steps: int) -> str:
+    lines = [f"{'method':<11} {'budget':>7} {'x':>4} {'nfe_spent':>9} {'verifier':>9} {'eval_acc':>8} {'frechet':>8} {'seconds':>8}"]
+    for r in rows:
+        lines.append(f"{r['method']:<11} {r['budget_nfe']:>7} {r['budget_nfe'] // steps:>4} {r['nfe_spent']:>9.1f} "
+                     f"{r['verifier_score']:>9.3f} {r['eval_accuracy']:>8.3f} {r['frechet']:>8.2f} {r['seconds']:>8.2f}")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help=f"budgets {QUICK['multiples']}x, {QUICK['seeds']} seeds")
+    parser.add_argument("--seeds", type=int, help=f"noise seeds per class (default: {FULL['seeds']}, quick: {QUICK['seeds']})")
+    parser.add_argument("--multiples", type=int, nargs="+", help="budgets as multiples of one sample")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--steps", type=int, default=10, help="Euler steps of one sample (= NFEs of 1x)")
+    parser.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (paper: 1.0)")
+    parser.add_argument("--weights", type=Path, default=WEIGHTS)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--json", type=Path, help="write the rows here as a JSON list")
+    args = parser.parse_args(argv)
+    preset = QUICK if args.quick else FULL
+    multiples = args.multiples or preset["multiples"]
+    seeds = range(args.seeds if args.seeds is not None else preset["seeds"])
+    torch.set_num_threads(args.threads)
+    models = {name: load_model(name, args.weights) for name in ("flow", "verifier", "evaluator")}
+    start = time.perf_counter()
+    rows = run_benchmark(models, methods=args.methods, multiples=multiples, seeds=seeds, steps=args.steps,
+                         guidance=args.guidance)
+    print(format_table(rows, args.steps))
+    print(f"{NUM_CLASSES} classes x {len(seeds)} seeds per row, guidance {args.guidance}, 1x = {args.steps} Euler "
+          f"steps; Fréchet of as many real digits: {real_frechet_floor(models, len(seeds)):.2f}; "
+          f"total {time.perf_counter() - start:.1f} s")
+    if args.json is not None:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
