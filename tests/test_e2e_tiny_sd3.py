@@ -54,13 +54,14 @@ def sample(seed):
     return comfy.sample.sample(model, noise, 4, 4.5, "euler", "simple", positive, negative, latent, seed=seed, disable_pbar=True)
 
 sample(0)  # warm-up: loads the model onto the device
+torch.set_num_threads(1)  # one thread's CPU time: what it costs, however busy the (shared) machine is
 sample_s, decode_s = [], []
-for _ in range(3):  # best of 3: the machine may be shared
-    start = time.perf_counter()
+for _ in range(3):
+    start = time.process_time()
     a = sample(0)
-    sample_s.append(time.perf_counter() - start)
+    sample_s.append(time.process_time() - start)
     b = vae.decode(a)
-    decode_s.append(time.perf_counter() - start - sample_s[-1])
+    decode_s.append(time.process_time() - start - sample_s[-1])
 out["sample_s"], out["decode_s"] = min(sample_s), min(decode_s)
 again = vae.decode(sample(0))
 other = vae.decode(sample(1))
@@ -88,5 +89,5 @@ def test_tiny_sd3_loads_as_sd3_and_samples_64px_fast(request):
     assert out["image_std"] > 0.05, "decoded image is flat"
     assert out["same_seed_equal"], "same seed must give the same image"
     assert out["other_seed_diff"] > 0.01, "another seed must give another image"
-    assert out["sample_s"] < 1.0, f"sampling 64x64 in 4 steps took {out['sample_s']:.2f}s"
-    assert out["decode_s"] < 1.0, f"decoding 64x64 took {out['decode_s']:.2f}s"
+    assert out["sample_s"] < 1.0, f"sampling 64x64 in 4 steps took {out['sample_s']:.2f}s of CPU time"
+    assert out["decode_s"] < 1.0, f"decoding 64x64 took {out['decode_s']:.2f}s of CPU time"
