@@ -6,14 +6,15 @@
 
 One sample is `--steps` Euler steps of the tiny rectified-flow digit model (train_digits.py), so 1x = that many
 NFEs. Every search ranks candidates with the verifier MLP; the evaluator CNN (other architecture, other data)
-judges the winners and supplies the features of the Fréchet distance to held-out digits.
+judges the winners and supplies the features of the Fréchet distance to held-out digits. Both see samples
+clipped to the data range [-1, 1], the miniature's "decode". The printed table adds `spread` (within-class
+pixel distance of the winners, a diversity gauge) which the JSON rows leave out.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -39,6 +40,11 @@ ZERO_ORDER = {"n": 4, "step_cos": 0.9}
 PATHS = {"m": 4, "sigma_start": 0.7, "delta_f": 0.1, "delta_b": 0.3}
 
 
+def to_image(x: torch.Tensor) -> torch.Tensor:
+    """The 'decode' step: clip a model state to the data range [-1, 1], as a VAE decode clips to valid pixels."""
+    return x.clamp(-1.0, 1.0)
+
+
 def verifier_log_odds(verifier: torch.nn.Module, x: torch.Tensor, label: int) -> torch.Tensor:
     """log p(label) - log(1 - p(label)): ranks like the log-probability but does not saturate at 0 for confident
     samples (a float32 log-probability ties at exactly 0.0 there)."""
@@ -58,7 +64,7 @@ def make_problem(models: dict, label: int, seed: int, steps: int, guidance: floa
 
     def score(x0, sigma, batch):
         with torch.no_grad():
-            return verifier_log_odds(models["verifier"], x0, label)
+            return verifier_log_odds(models["verifier"], to_image(x0), label)
 
     return SearchProblem(
         integrate=integrate, score=score, sigmas=flow_sigmas(steps), noise=seeded_noise(seed, SHAPE),
@@ -105,7 +111,7 @@ def run_method(models: dict, method: str, multiple: int, labels: Sequence[int], 
             targets.append(label)
             spent.append(result.nfe)
     seconds = time.perf_counter() - start
-    x = torch.stack(winners)
+    x = to_image(torch.stack(winners))
     y = torch.tensor(targets)
     with torch.no_grad():
         for label in labels:
@@ -123,37 +129,57 @@ def evaluator_features(models: dict, x: torch.Tensor) -> np.ndarray:
         return models["evaluator"].features(x).double().numpy()
 
 
+def within_class_spread(x: torch.Tensor, labels: Sequence[int]) -> float:
+    """Mean pixel L2 distance between two samples of the same class, averaged over classes: a diversity gauge."""
+    y = torch.as_tensor(list(labels))
+    spreads = []
+    for c in y.unique():
+        xc = x[y == c].flatten(1).double()
+        if len(xc) > 1:
+            spreads.append(torch.cdist(xc, xc).sum() / (len(xc) * (len(xc) - 1)))
+    return float(torch.stack(spreads).mean()) if spreads else float("nan")
+
+
 def run_benchmark(models: dict, *, methods: Sequence[str] = METHODS, multiples: Sequence[int] = FULL["multiples"],
                   labels: Sequence[int] = tuple(range(NUM_CLASSES)), seeds: Sequence[int] = tuple(range(FULL["seeds"])),
                   steps: int = 10, guidance: float = 1.0, max_batch: int = 64,
-                  reference: Optional[torch.Tensor] = None) -> list[dict]:
-    """One row per (method, budget) with exactly KEYS; Fréchet against `reference` (default: held-out digits)."""
+                  reference: Optional[torch.Tensor] = None, spread: Optional[list] = None) -> list[dict]:
+    """One row per (method, budget) with exactly KEYS; Fréchet against `reference` (default: held-out digits).
+
+    If `spread` is a list, each row's within-class spread of the winners is appended to it (not a row key).
+    """
     if reference is None:
         reference = load_splits()["heldout"][0]
     ref_features = evaluator_features(models, reference)
     rows = []
     for multiple in multiples:
         for method in methods:
-            row, x, _ = run_method(models, method, multiple, labels, seeds, steps=steps, guidance=guidance,
-                                   max_batch=max_batch)
+            row, x, targets = run_method(models, method, multiple, labels, seeds, steps=steps, guidance=guidance,
+                                         max_batch=max_batch)
             row["frechet"] = frechet_distance(evaluator_features(models, x), ref_features)
             rows.append({k: row[k] for k in KEYS})
+            if spread is not None:
+                spread.append(within_class_spread(x, targets))
     return rows
 
 
-def real_frechet_floor(models: dict, per_class: int) -> float:
-    """Fréchet of `per_class` real digits per class (generator split) to the held-out digits: the value a perfect
-    sampler would get at this sample size (the estimate is biased upwards for small samples)."""
+def real_reference(models: dict, per_class: int) -> tuple[float, float]:
+    """(Fréchet, within-class spread) of `per_class` real digits per class (generator split, never seen by the
+    evaluator): what a perfect sampler scores at this sample size (small samples bias the Fréchet upwards)."""
     gen_x, gen_y = load_splits()["generator"]
-    x = torch.cat([gen_x[gen_y == c][:per_class] for c in range(NUM_CLASSES)])
-    return frechet_distance(evaluator_features(models, x), evaluator_features(models, load_splits()["heldout"][0]))
+    keep = torch.cat([torch.nonzero(gen_y == c).flatten()[:per_class] for c in range(NUM_CLASSES)])
+    ref = evaluator_features(models, load_splits()["heldout"][0])
+    return frechet_distance(evaluator_features(models, gen_x[keep]), ref), within_class_spread(gen_x[keep], gen_y[keep].tolist())
 
 
-def format_table(rows: Sequence[dict], steps: int) -> str:
-    lines = [f"{'method':<11} {'budget':>7} {'x':>4} {'nfe_spent':>9} {'verifier':>9} {'eval_acc':>8} {'frechet':>8} {'seconds':>8}"]
-    for r in rows:
+def format_table(rows: Sequence[dict], steps: int, spread: Optional[Sequence[float]] = None) -> str:
+    spread = list(spread) if spread is not None else [None] * len(rows)
+    lines = [f"{'method':<11} {'budget':>7} {'x':>4} {'nfe_spent':>9} {'verifier':>9} {'eval_acc':>8} {'frechet':>8} "
+             f"{'seconds':>8}" + (f" {'spread':>7}" if spread[0] is not None else "")]
+    for r, d in zip(rows, spread):
         lines.append(f"{r['method']:<11} {r['budget_nfe']:>7} {r['budget_nfe'] // steps:>4} {r['nfe_spent']:>9.1f} "
-                     f"{r['verifier_score']:>9.3f} {r['eval_accuracy']:>8.3f} {r['frechet']:>8.2f} {r['seconds']:>8.2f}")
+                     f"{r['verifier_score']:>9.3f} {r['eval_accuracy']:>8.3f} {r['frechet']:>8.2f} {r['seconds']:>8.2f}"
+                     + (f" {d:>7.3f}" if d is not None else ""))
     return "\n".join(lines)
 
 
@@ -175,11 +201,13 @@ def main(argv: Optional[Sequence[str]] = None) -> list[dict]:
     torch.set_num_threads(args.threads)
     models = {name: load_model(name, args.weights) for name in ("flow", "verifier", "evaluator")}
     start = time.perf_counter()
+    spread: list = []
     rows = run_benchmark(models, methods=args.methods, multiples=multiples, seeds=seeds, steps=args.steps,
-                         guidance=args.guidance)
-    print(format_table(rows, args.steps))
-    print(f"{NUM_CLASSES} classes x {len(seeds)} seeds per row, guidance {args.guidance}, 1x = {args.steps} Euler "
-          f"steps; Fréchet of as many real digits: {real_frechet_floor(models, len(seeds)):.2f}; "
+                         guidance=args.guidance, spread=spread)
+    print(format_table(rows, args.steps, spread))
+    real_frechet, real_spread = real_reference(models, len(seeds))
+    print(f"{NUM_CLASSES} classes x {len(seeds)} seeds per row, guidance {args.guidance}, 1x = {args.steps} Euler steps; "
+          f"as many real digits: frechet {real_frechet:.2f}, spread {real_spread:.3f}; "
           f"total {time.perf_counter() - start:.1f} s")
     if args.json is not None:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")

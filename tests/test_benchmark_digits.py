@@ -84,7 +84,9 @@ def test_cost_counts_every_denoiser_row_exactly(models, search, config):
 
 
 def test_tiny_scaling_run_returns_rows_with_exactly_the_keys_within_budget(models):
-    rows = scaling.run_benchmark(models, multiples=(1, 4), labels=(2, 7), seeds=(0,), steps=6)
+    spread = []
+    rows = scaling.run_benchmark(models, multiples=(1, 4), labels=(2, 7), seeds=(0, 1), steps=6, spread=spread)
+    assert len(spread) == len(rows) and all(d > 0 for d in spread)
     assert [(r["method"], r["budget_nfe"]) for r in rows] == [(m, b) for b in (6, 24) for m in scaling.METHODS]
     for r in rows:
         assert tuple(r) == scaling.KEYS
@@ -95,6 +97,13 @@ def test_tiny_scaling_run_returns_rows_with_exactly_the_keys_within_budget(model
     assert len({(r["verifier_score"], r["eval_accuracy"], r["frechet"]) for r in one_x}) == 1  # all = plain sample
     random_4x = next(r for r in rows if r["method"] == "random" and r["budget_nfe"] == 24)
     assert random_4x["verifier_score"] >= one_x[0]["verifier_score"]  # best-of-4 includes candidate 0
+
+
+def test_within_class_spread_measures_pairwise_distance_per_class():
+    x = torch.zeros(4, *dm.SHAPE)
+    x[1, 0, 0, 0] = 3.0  # class 0 pair at distance 3, class 1 pair identical
+    assert scaling.within_class_spread(x, [0, 0, 1, 1]) == pytest.approx(1.5)
+    assert scaling.to_image(torch.tensor([-2.0, 0.5, 2.0])).tolist() == [-1.0, 0.5, 1.0]
 
 
 def test_cli_writes_json_rows(tmp_path, capsys):
