@@ -98,7 +98,7 @@ def run_method(models: dict, method: str, multiple: int, labels: Sequence[int], 
     algorithm = "random" if method == "steps" else method
     planned = estimate_nfe(algorithm, flow_sigmas(sample_steps), budget_nfe=budget, **config)
     if planned > budget:
-        raise AssertionError(f"internal: {method} at {multiple}x plans {planned} NFEs over the budget {budget}")
+        raise RuntimeError(f"internal: {method} at {multiple}x plans {planned} NFEs over the budget {budget}")
     winners, targets, spent, scores = [], [], [], []
     start = time.perf_counter()
     for seed in seeds:
@@ -106,7 +106,7 @@ def run_method(models: dict, method: str, multiple: int, labels: Sequence[int], 
             problem = make_problem(models, label, 10_000 * (NUM_CLASSES * seed + label), sample_steps, guidance, max_batch)
             result: SearchResult = run_search(algorithm, problem, budget_nfe=budget, **config)
             if result.nfe > budget:
-                raise AssertionError(f"{method} at {multiple}x spent {result.nfe} NFEs, over the budget {budget}")
+                raise RuntimeError(f"{method} at {multiple}x spent {result.nfe} NFEs, over the budget {budget}")
             winners.append(result.best)
             targets.append(label)
             spent.append(result.nfe)
