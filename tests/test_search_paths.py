@@ -1,8 +1,5 @@
 """Search over Paths: schedule mapping, lineage, top-N selection, rounds, NFE accounting; and the dispatcher."""
 
-from importlib import util as _util
-from pathlib import Path as _Path
-import sys as _sys
 
 import pytest
 import torch
@@ -11,11 +8,7 @@ from noise_search.search import (ALGORITHMS, BudgetError, estimate_nfe, random_s
                                  search_over_paths, zero_order_search)
 from noise_search.search.noise import renoise_ve
 
-if "search_toys" not in _sys.modules:  # --import-mode=importlib puts no test folder on sys.path
-    _spec = _util.spec_from_file_location("search_toys", _Path(__file__).with_name("test_search_toys.py"))
-    _sys.modules["search_toys"] = _util.module_from_spec(_spec)
-    _spec.loader.exec_module(_sys.modules["search_toys"])
-from search_toys import Toy, heun_cost  # noqa: E402
+from noise_search.tests.test_search_toys import Toy, heun_cost
 
 
 class Recording(Toy):

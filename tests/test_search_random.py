@@ -7,15 +7,7 @@ from noise_search.search import BudgetError, estimate_nfe, random_search, run_se
 from noise_search.search.noise import renoise_ve, seeded_noise
 from noise_search.search.types import SearchProblem
 
-from importlib import util as _util
-from pathlib import Path as _Path
-import sys as _sys
-
-if "search_toys" not in _sys.modules:  # --import-mode=importlib puts no test folder on sys.path
-    _spec = _util.spec_from_file_location("search_toys", _Path(__file__).with_name("test_search_toys.py"))
-    _sys.modules["search_toys"] = _util.module_from_spec(_spec)
-    _spec.loader.exec_module(_sys.modules["search_toys"])
-from search_toys import SHAPE, Toy, heun_cost  # noqa: E402
+from noise_search.tests.test_search_toys import SHAPE, Toy, heun_cost
 
 
 def _affine_problem(target, max_batch=8):
