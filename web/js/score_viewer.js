@@ -23,7 +23,7 @@ const STYLE = `
 .ns-viewer .ns-curve text { fill: var(--descrip-text, #999); font-size: 10px; }
 .ns-viewer .ns-tip { position: absolute; pointer-events: none; padding: 2px 6px; border-radius: 4px; white-space: nowrap;
   background: var(--comfy-menu-bg, #353535); border: 1px solid var(--border-color, #4e4e4e); display: none; }
-.ns-viewer .ns-gallery { display: grid; grid-template-columns: repeat(auto-fill, minmax(84px, 1fr)); gap: 6px; }
+.ns-viewer .ns-gallery { display: grid; grid-template-columns: repeat(auto-fill, minmax(92px, 1fr)); gap: 6px; }
 .ns-viewer .ns-thumb { position: relative; border: 2px solid transparent; border-radius: 5px; padding: 2px; cursor: pointer;
   background: var(--comfy-menu-bg, #353535); }
 .ns-viewer .ns-thumb:hover { border-color: var(--border-color, #4e4e4e); }
@@ -31,7 +31,7 @@ const STYLE = `
 .ns-viewer .ns-thumb .ns-rank { position: absolute; left: 4px; top: 4px; padding: 0 4px; border-radius: 3px;
   background: var(--comfy-menu-bg, #353535); font-weight: 600; }
 .ns-viewer .ns-thumb .ns-score { font-weight: 600; }
-.ns-viewer .ns-thumb .ns-members { color: var(--descrip-text, #999); font-size: 11px; }
+.ns-viewer .ns-thumb .ns-members { color: var(--descrip-text, #999); font-size: 10px; }
 .ns-viewer .ns-thumb .ns-members div { display: flex; justify-content: space-between; gap: 4px; }
 .ns-viewer .ns-thumb .ns-members span:first-child { overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
 .ns-viewer .ns-best { border-color: var(--ns-best) !important; }
@@ -247,7 +247,7 @@ class ScoreViewer {
       const cls = ["ns-thumb", c.id === res.best_id ? "ns-best" : "", c.id === this.pick ? "ns-picked" : ""].join(" ");
       const memberLines = members.map((m) => el("div", { title: m }, el("span", {}, m), el("span", {}, fmt(c.members?.[m]))));
       return el("div", { class: cls, "data-id": c.id, title: `id ${c.id}, round ${c.round}, ${c.nfe} NFE: click to pick`, onclick: () => this.setPick(c.id) },
-        el("img", { src: viewURL(c.thumb), alt: `candidate ${c.id}`, loading: "lazy" }),
+        el("img", { src: viewURL(c.thumb), alt: `candidate ${c.id}` }),
         el("span", { class: "ns-rank" }, `#${c.rank}`),
         el("div", {}, el("span", { class: "ns-score" }, fmt(c.score)), ` · id ${c.id}`),
         el("div", { class: "ns-members" }, ...memberLines));
@@ -288,10 +288,10 @@ app.registerExtension({
       const out = onNodeCreated?.apply(this, arguments);
       this.noiseSearchViewer = new ScoreViewer(this);
       const widget = this.addDOMWidget("noise_search_viewer", "noise_search_viewer", this.noiseSearchViewer.root, {
-        serialize: false, getMinHeight: () => 440,
+        serialize: false, getMinHeight: () => 500,
       });
       widget.serialize = false;
-      this.setSize([Math.max(this.size[0], 600), Math.max(this.size[1], 600)]);
+      this.setSize([Math.max(this.size[0], 640), Math.max(this.size[1], 660)]);
       return out;
     };
     const onExecuted = nodeType.prototype.onExecuted;
