@@ -7,6 +7,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest
 import torch
 
+from noise_search.tests.tiny_models import build_module
 from noise_search.verifiers.base import VerifierError
 from noise_search.verifiers.dino import DINOV2_PREPROCESS, folder_preprocess, load_dino_classifier, resolve_target
 from noise_search.verifiers.loading import set_model_dirs
@@ -21,15 +22,6 @@ LABELS = {
 }
 
 
-def randomise(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Fill every weight from our own generator (construction's global-RNG draws are undone by fork_rng)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
 def dino_dir(tmp_path_factory):
     from transformers import BitImageProcessor, Dinov2Config, Dinov2ForImageClassification
@@ -38,9 +30,7 @@ def dino_dir(tmp_path_factory):
     cfg = Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, patch_size=14,
                        image_size=224, num_labels=len(LABELS), id2label=LABELS, label2id={v: k for k, v in LABELS.items()},
                        architectures=["Dinov2ForImageClassification"])
-    with torch.random.fork_rng(devices=[]):
-        model = Dinov2ForImageClassification(cfg)
-    randomise(model, 0).save_pretrained(folder)
+    build_module(lambda: Dinov2ForImageClassification(cfg), 0).eval().save_pretrained(folder)
     BitImageProcessor(size={"shortest_edge": 256}, crop_size={"height": 224, "width": 224},
                       image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225]).save_pretrained(folder)
     return folder

@@ -9,23 +9,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from noise_search.tests.tiny_models import make_hf_clip, make_open_clip_checkpoint, register_tiny_open_clip
+from noise_search.tests.tiny_models import build_module, make_hf_clip, make_open_clip_checkpoint, register_tiny_open_clip
 from noise_search.verifiers.base import VerifierError
 from noise_search.verifiers.loading import set_model_dirs
 from noise_search.verifiers.selfsim import infer_backbone, load_self_similarity
 
 TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
-
-
-def build(factory, seed):
-    """A module from `factory` with weights from our own generator; fork_rng undoes construction's global draws."""
-    with torch.random.fork_rng(devices=[]):
-        module = factory()
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
-    return module.eval()
 
 
 @pytest.fixture(scope="module")
@@ -34,14 +23,14 @@ def folders(tmp_path_factory):
                               SiglipModel, SiglipVisionConfig, SiglipVisionModel)
 
     root = tmp_path_factory.mktemp("selfsim")
-    build(lambda: Dinov2Model(Dinov2Config(**TINY, patch_size=14, image_size=56)), 0).save_pretrained(root / "dinov2")
+    build_module(lambda: Dinov2Model(Dinov2Config(**TINY, patch_size=14, image_size=56)), 0).save_pretrained(root / "dinov2")
     BitImageProcessor(size={"shortest_edge": 64}, crop_size={"height": 56, "width": 56},
                       image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225]).save_pretrained(root / "dinov2")
     vision = dict(**TINY, image_size=48, patch_size=16)
     text = dict(**TINY, vocab_size=64, max_position_embeddings=16, bos_token_id=1, eos_token_id=2, pad_token_id=2)
-    build(lambda: SiglipModel(SiglipConfig(vision_config=vision, text_config=text)), 1).save_pretrained(root / "siglip")
+    build_module(lambda: SiglipModel(SiglipConfig(vision_config=vision, text_config=text)), 1).save_pretrained(root / "siglip")
     SiglipImageProcessor(size={"height": 48, "width": 48}).save_pretrained(root / "siglip")
-    build(lambda: SiglipVisionModel(SiglipVisionConfig(**vision)), 2).save_pretrained(root / "siglip-vision")
+    build_module(lambda: SiglipVisionModel(SiglipVisionConfig(**vision)), 2).save_pretrained(root / "siglip-vision")
     make_hf_clip(root / "clip", seed=3)
     make_open_clip_checkpoint(root / "tiny_open_clip.safetensors", seed=4)
     return root

@@ -70,7 +70,8 @@ def _fill(module: torch.nn.Module, seed: int) -> torch.nn.Module:
     return module
 
 
-def _build(factory, seed: int) -> torch.nn.Module:
+def build_module(factory, seed: int) -> torch.nn.Module:
+    """`factory()` with every weight drawn from a private generator; fork_rng undoes construction's global draws."""
     with torch.random.fork_rng(devices=[]):
         module = factory()
     return _fill(module, seed)
@@ -110,7 +111,7 @@ def make_hf_clip(folder: Union[str, Path], seed: int = 0, image_size: int = 32, 
     from transformers import CLIPModel
 
     folder = Path(folder)
-    model = _build(lambda: CLIPModel(hf_clip_config(image_size, projection_dim)), seed)
+    model = build_module(lambda: CLIPModel(hf_clip_config(image_size, projection_dim)), seed)
     model.save_pretrained(str(folder))
     if with_processor:
         make_hf_processor(folder, image_size)
@@ -136,7 +137,7 @@ def make_open_clip_model(seed: int = 0, arch: Optional[str] = None) -> torch.nn.
     import open_clip
 
     arch = arch or register_tiny_open_clip()
-    return _build(lambda: open_clip.create_model(arch), seed).eval()
+    return build_module(lambda: open_clip.create_model(arch), seed).eval()
 
 
 def make_open_clip_checkpoint(path: Union[str, Path], seed: int = 0, wrap_state_dict: bool = False,
