@@ -8,6 +8,7 @@ the frontend reads it, converted to the API format the frontend would queue, shr
 from __future__ import annotations
 
 import copy
+import uuid
 
 import pytest
 
@@ -48,6 +49,8 @@ def test_there_are_example_workflows_with_thumbnails():
         thumb = path.with_suffix(".jpg")
         assert thumb.is_file(), f"{path.name} has no thumbnail {thumb.name}"
         assert thumb.read_bytes()[:3] == b"\xff\xd8\xff", f"{thumb.name} is not a JPEG"
+        workflow_id = load(path)["id"]
+        assert str(uuid.UUID(workflow_id)) == workflow_id, f"{path.name}: the frontend wants a UUID as the workflow id"
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
