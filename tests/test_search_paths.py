@@ -8,7 +8,7 @@ from noise_search.search import (ALGORITHMS, BudgetError, estimate_nfe, random_s
                                  search_over_paths, zero_order_search)
 from noise_search.search.noise import renoise_ve
 
-from noise_search.tests.test_search_toys import Toy, heun_cost
+from noise_search.tests.test_search_toys import Toy, assert_bit_identical, heun_cost
 
 
 class Recording(Toy):
@@ -156,11 +156,7 @@ def test_paths_rejects_schedules_that_cannot_advance():
 
 def test_paths_is_deterministic_and_batch_size_invariant():
     results = [search_over_paths(Toy(steps=20, max_batch=b).problem(), n=3, m=3, top_k=4) for b in (1, 3, 8, 8)]
-    first = results[0]
-    for r in results[1:]:
-        assert torch.equal(r.best, first.best) and torch.equal(r.topk, first.topk)
-        assert torch.equal(r.best_noise, first.best_noise) and r.topk_ids == first.topk_ids
-        assert [(c.id, c.parent, c.score) for c in r.candidates] == [(c.id, c.parent, c.score) for c in first.candidates]
+    assert_bit_identical(results)
     assert results[2].to_dict() == results[3].to_dict()
 
 

@@ -7,7 +7,7 @@ from noise_search.search import BudgetError, estimate_nfe, random_search, run_se
 from noise_search.search.noise import renoise_ve, seeded_noise
 from noise_search.search.types import SearchProblem
 
-from noise_search.tests.test_search_toys import SHAPE, Toy, heun_cost
+from noise_search.tests.test_search_toys import SHAPE, Toy, assert_bit_identical, heun_cost
 
 
 def _affine_problem(target, max_batch=8):
@@ -73,12 +73,7 @@ def test_random_search_is_deterministic_and_batch_size_invariant():
         toy = Toy(steps=8, max_batch=max_batch)
         results.append(random_search(toy.problem(), n=7, top_k=4))
         assert max(len(ids) for ids, _, _ in toy.integrate_calls) == min(max_batch, 7)
-    first = results[0]
-    for r in results[1:]:
-        assert torch.equal(r.best, first.best) and torch.equal(r.topk, first.topk)
-        assert torch.equal(r.best_noise, first.best_noise)
-        assert r.topk_ids == first.topk_ids and r.topk_scores == first.topk_scores
-        assert [(c.id, c.score, c.members) for c in r.candidates] == [(c.id, c.score, c.members) for c in first.candidates]
+    assert_bit_identical(results)
     assert results[2].to_dict() == results[3].to_dict()
 
 

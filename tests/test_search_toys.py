@@ -101,3 +101,14 @@ def test_toy_euler_converges_to_the_probability_flow_closed_form():
         exact = MU + (x - MU) * S / math.sqrt(S * S + float(toy.sigmas[0]) ** 2)
         errors.append((x_end - exact).abs().max().item())
     assert errors[1] < 0.1 and errors[1] < errors[0] / 2
+
+
+def assert_bit_identical(results: list) -> None:
+    """Every SearchResult equals the first bit for bit: states, noises, rankings, notes and the candidate log."""
+    first = results[0]
+    for r in results[1:]:
+        assert torch.equal(r.best, first.best) and torch.equal(r.topk, first.topk)
+        assert torch.equal(r.best_noise, first.best_noise)
+        assert (r.topk_ids, r.topk_scores, r.notes, r.nfe) == (first.topk_ids, first.topk_scores, first.notes, first.nfe)
+        assert [(c.id, c.parent, c.score, c.members) for c in r.candidates] == \
+            [(c.id, c.parent, c.score, c.members) for c in first.candidates]

@@ -7,7 +7,7 @@ import torch
 
 from noise_search.search import BudgetError, estimate_nfe, run_search, zero_order_search
 
-from noise_search.tests.test_search_toys import Toy, heun_cost
+from noise_search.tests.test_search_toys import Toy, assert_bit_identical, heun_cost
 
 
 class Recording(Toy):
@@ -117,10 +117,5 @@ def test_zero_order_budget_error_and_bad_step():
 def test_zero_order_is_deterministic_and_batch_size_invariant():
     results = [run_search("zero_order", Toy(steps=5, max_batch=b).problem(), n=5, rounds=3, top_k=3)
                for b in (1, 3, 8, 8)]
-    first = results[0]
-    for r in results[1:]:
-        assert torch.equal(r.best, first.best) and torch.equal(r.topk, first.topk)
-        assert torch.equal(r.best_noise, first.best_noise)
-        assert r.topk_ids == first.topk_ids and r.notes == first.notes
-        assert [(c.id, c.parent, c.score) for c in r.candidates] == [(c.id, c.parent, c.score) for c in first.candidates]
+    assert_bit_identical(results)
     assert results[2].to_dict() == results[3].to_dict()
