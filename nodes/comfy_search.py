@@ -8,6 +8,8 @@ and scores them, and returns the winner for the guider's usual `process_latent_o
 
 from __future__ import annotations
 
+import inspect
+import logging
 import sys
 import time
 from typing import Callable, Optional, Sequence
@@ -17,18 +19,21 @@ import torch
 import comfy.model_management
 import comfy.model_sampling
 import comfy.sample
+import comfy.sampler_helpers
 import comfy.samplers
 import comfy.utils
 
 from ..search import BudgetError, estimate_nfe, run_search
-from ..search.noise import RENOISE, seeded_noise
+from ..search.noise import RENOISE
 from ..search.report import SearchReport
 from ..search.types import Candidate, SearchProblem, SearchResult
 from ..verifiers.base import VerifierError
 from ..verifiers.ensemble import combine
-from .denoise import ADAPTIVE, NfeCounter, SearchDenoiser, function_name, row_noise_sampler, takes_noise_sampler
+from .denoise import ADAPTIVE, NfeCounter, SearchDenoiser, function_name, takes_noise_sampler
+from .noise import ItemNoise, candidate_seed
 from .types import LoadedVerifier, SearchNoise
 
+log = logging.getLogger(__name__)
 FRESH_KINDS = ("initial", "neighbour")  # candidates whose rows are raw initial noises at the schedule start
 CPU_ROWS = 4  # auto batch size on the CPU
 
@@ -38,11 +43,37 @@ def noising_kernel(model_sampling) -> str:
     return "flow" if isinstance(model_sampling, comfy.model_sampling.CONST) else "ve"
 
 
+def renoise_for(model_sampling) -> Callable:
+    """The exact forward kernel of this model; flow noise is scaled by the model's `noise_scale` where it has one,
+    as its own noise_scaling does (newer ComfyUI)."""
+    kernel = RENOISE[noising_kernel(model_sampling)]
+    scale = float(getattr(model_sampling, "noise_scale", 1.0))
+    if kernel is RENOISE["ve"] or scale == 1.0:
+        return kernel
+    return lambda x, s_from, s_to, noise: kernel(x, s_from, s_to, scale * noise)
+
+
+def noise_ignored(model_sampling, sigma: torch.Tensor, shape: Sequence[int]) -> bool:
+    """Whether the model's noise_scaling discards the noise (image-to-image flow types): every candidate would
+    be the same image. Probed by behaviour, so custom model samplings are covered too."""
+    latent = torch.zeros((1,) + tuple(shape), dtype=torch.float32)
+    ones = model_sampling.noise_scaling(sigma, torch.ones_like(latent), latent.clone())
+    twos = model_sampling.noise_scaling(sigma, torch.full_like(latent, 2.0), latent.clone())
+    return torch.equal(ones, twos)
+
+
 def reference_target(model_sampling, reference_sigma: float) -> float:
     """The model sigma whose signal-to-noise ratio equals flow time `reference_sigma` (t/(1-t) for VE models)."""
     if isinstance(model_sampling, comfy.model_sampling.CONST):
         return float(reference_sigma)
     return float(reference_sigma) / max(1e-6, 1.0 - float(reference_sigma))
+
+
+def free_memory(model_wrap, device) -> int:
+    """Free memory on `device` as the model sees it: newer ComfyUI's patcher counts evictable dynamic-VRAM weights."""
+    patcher = getattr(model_wrap.inner_model, "current_patcher", None) or model_wrap.model_patcher
+    own = getattr(patcher, "get_free_memory", None)
+    return int(own(device)) if callable(own) else int(comfy.model_management.get_free_memory(device))
 
 
 def auto_rows(model_wrap, shape: Sequence[int]) -> int:
@@ -51,28 +82,40 @@ def auto_rows(model_wrap, shape: Sequence[int]) -> int:
     if comfy.model_management.is_device_cpu(device):
         return CPU_ROWS
     per_row = model_wrap.inner_model.memory_required([2] + list(shape[1:]))
-    free = comfy.model_management.get_free_memory(device)
-    return int(max(1, min(64, (free * 0.8) // max(per_row, 1))))
+    return int(max(1, min(64, (free_memory(model_wrap, device) * 0.8) // max(per_row, 1))))
 
 
 class Scorer:
     """Decodes latents with the VAE and scores them; keeps every final candidate's image and latent."""
 
-    def __init__(self, vae, handle: LoadedVerifier, prompt: Optional[str]):
+    def __init__(self, node: str, vae, handle: LoadedVerifier, prompt: Optional[str]):
+        self.node = node
         self.vae = vae
         self.handle = handle
         self.prompt = prompt
         self.images: dict = {}
         self.latents: dict = {}
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+    def decode(self, latents: torch.Tensor, batch: Sequence[Candidate]) -> torch.Tensor:
+        """Decode candidate latents; NaN is blamed on whichever of the model and the VAE produced it."""
+        bad = [c.id for c, row in zip(batch, latents) if not torch.isfinite(row).all()]
+        if bad:
+            raise ValueError(f"{self.node}: the model produced NaN or infinite latents for candidate(s) {bad}: the "
+                             f"diffusion model overflows in its dtype; try a different model dtype (e.g. ComfyUI's "
+                             f"--force-fp32 or --bf16-unet) or a lower cfg")
         images = self.vae.decode(latents)
         if images.ndim == 5:
             if images.shape[1] != 1:
-                raise ValueError(f"the VAE decoded {images.shape[1]} frames per candidate: Noise Search scores "
-                                 f"single images, not videos")
+                raise ValueError(f"{self.node}: the VAE decoded {images.shape[1]} frames per candidate: Noise Search "
+                                 f"scores single images, not videos")
             images = images[:, 0]
-        return images.to("cpu", torch.float32)
+        images = images.to("cpu", torch.float32)
+        bad = [c.id for c, image in zip(batch, images) if torch.isnan(image).any()]
+        if bad:
+            raise ValueError(f"{self.node}: the VAE decoded NaN pixels for candidate(s) {bad} from finite latents: "
+                             f"the VAE overflows in half precision; start ComfyUI with --fp32-vae (or --cpu-vae), "
+                             f"or use a VAE fixed for fp16")
+        return images
 
     def score(self, images: torch.Tensor, references: Optional[torch.Tensor]):
         self.handle.load()
@@ -85,13 +128,12 @@ class Scorer:
 class SearchSampler(comfy.samplers.Sampler):
     """A Sampler that runs a noise search (see module docstring); the result is left in `self.result`."""
 
-    def __init__(self, *, sampler, algorithm: str, config: dict, seed: int, noise, cost: Callable, scorer: Scorer,
+    def __init__(self, *, sampler, algorithm: str, config: dict, noise: ItemNoise, cost: Callable, scorer: Scorer,
                  batch_size: int, progress: Optional[Callable] = None):
         self.user = sampler
         self.algorithm = algorithm
         self.config = dict(config)
-        self.seed = int(seed)
-        self.noise = noise  # NoiseSource: index -> [*shape] on the CPU
+        self.noise: ItemNoise = noise
         self.cost = cost
         self.scorer = scorer
         self.batch_size = int(batch_size)
@@ -106,7 +148,7 @@ class SearchSampler(comfy.samplers.Sampler):
         run = _Run(self, model_wrap, sigmas, extra_args, noise, latent_image, denoise_mask)
         problem = SearchProblem(
             integrate=run.integrate, score=run.score, sigmas=run.sigmas_cpu, noise=self.noise,
-            renoise=RENOISE[noising_kernel(run.model_sampling)], cost=self.cost,
+            renoise=renoise_for(run.model_sampling), cost=self.cost,
             max_batch=self.batch_size or auto_rows(model_wrap, noise.shape), progress=self.progress,
             device=noise.device)
         result = run_search(self.algorithm, problem, **self.config)
@@ -122,7 +164,7 @@ class _Run:
         self.owner = owner
         self.model_wrap = model_wrap
         self.sigmas = sigmas
-        self.sigmas_cpu = sigmas.detach().to("cpu", torch.float32)
+        self.sigmas_cpu = sigmas.detach().to("cpu", torch.float32, copy=True)  # samplers may write into theirs
         self.sigma_end = float(self.sigmas_cpu[-1])
         self.extra_args = extra_args
         self.device, self.dtype = noise.device, noise.dtype
@@ -131,7 +173,8 @@ class _Run:
         self.model_sampling = model_wrap.inner_model.model_sampling
         self.max_denoise = owner.max_denoise(model_wrap, sigmas)
         self.fn = owner.user.sampler_function
-        self.keep_loaded = [model_wrap.model_patcher] + list(getattr(model_wrap, "loaded_models", []))
+        self.shape = tuple(noise.shape[1:])
+        self.loaded = [model_wrap.model_patcher] + list(getattr(model_wrap, "loaded_models", []))  # as prepare_sampling
         self.root_noise: dict = {}  # candidate id -> its initial noise row (kept only for inpainting masks)
         verifier = owner.scorer.handle.verifier
         self.needs_reference = "reference" in verifier.needs
@@ -146,6 +189,13 @@ class _Run:
             self.notes.append(f"sampler {function_name(self.fn)} takes no noise_sampler: if it draws random noise, "
                               f"rows share it and results depend on batch_size")
 
+    def reload(self, rows: int) -> None:
+        """After scoring, load exactly the models sampling loaded, with the memory `rows` candidate rows need."""
+        patcher = self.model_wrap.model_patcher
+        required, minimum = comfy.sampler_helpers.estimate_memory(patcher, (rows,) + self.shape, self.model_wrap.conds)
+        comfy.model_management.load_models_gpu(self.loaded, memory_required=required,
+                                               minimum_memory_required=minimum)
+
     @staticmethod
     def rows(t: Optional[torch.Tensor], k: int) -> Optional[torch.Tensor]:
         """The item's batch-1 latent or mask repeated for k candidate rows."""
@@ -154,16 +204,16 @@ class _Run:
         return t.expand(k, *t.shape[1:]).contiguous()
 
     def integrate(self, x: torch.Tensor, sigmas: torch.Tensor, batch: Sequence[Candidate]):
-        if self.scored:
-            comfy.model_management.load_models_gpu(self.keep_loaded)
-            self.scored = False
         k = len(batch)
+        if self.scored:
+            self.reload(k)
+            self.scored = False
         fresh = {c.kind in FRESH_KINDS for c in batch}
         if len(fresh) != 1:
             raise RuntimeError("internal: a chunk mixes fresh noises and partial trajectories")
         fresh = fresh.pop()
         x = x.to(self.device, self.dtype)
-        sig = sigmas.to(self.device)
+        sig = sigmas.to(self.device, copy=True)  # uni_pc writes into the sigmas it is given
         latent = self.rows(self.latent_image, k)
         if fresh:
             if float(sigmas[0]) != float(self.sigmas_cpu[0]):
@@ -177,14 +227,14 @@ class _Run:
                     self.root_noise[c.id] = self.root_noise[c.parent]
                 if c.parent in self.references:
                     self.references.setdefault(c.id, self.references[c.parent])
-        seeds = [self.owner.seed + c.id for c in batch]
-        model_k = SearchDenoiser(self.model_wrap, self.sigmas, latent, self._inpaint_noise(batch, seeds),
+        ids = [c.id for c in batch]
+        model_k = SearchDenoiser(self.model_wrap, self.sigmas, latent, self._inpaint_noise(batch, x),
                                  on_eval=self._capture(batch) if self.needs_reference else None)
         extra_args = dict(self.extra_args)
         extra_args["denoise_mask"] = self.rows(self.denoise_mask, k)
         kwargs = dict(self.owner.user.extra_options)
         if takes_noise_sampler(self.fn) and kwargs.get("noise_sampler") is None:
-            kwargs["noise_sampler"] = row_noise_sampler(self.fn, x, sig, seeds)
+            kwargs["noise_sampler"] = self.owner.noise.noise_sampler(self.fn, x, sig, ids)
         x_end = self.fn(model_k, x, sig, extra_args=extra_args, callback=None, disable=True, **kwargs)
         expected = self.owner.cost(sigmas)
         if model_k.calls != expected:
@@ -193,15 +243,13 @@ class _Run:
             raise RuntimeError(f"the sampler made no model call over sigmas {sigmas.tolist()}")
         return x_end, model_k.x0
 
-    def _inpaint_noise(self, batch: Sequence[Candidate], seeds: Sequence[int]) -> Optional[torch.Tensor]:
+    def _inpaint_noise(self, batch: Sequence[Candidate], x: torch.Tensor) -> Optional[torch.Tensor]:
         """What KSAMPLER gives KSamplerX0Inpaint as `noise` (used with a mask only): the initial noise, or a fresh
-        one seeded seed + 1 for samplers with inpaint_options random (ddim)."""
+        one for samplers with inpaint_options random (ddim)."""
         if self.denoise_mask is None:
             return None
         if getattr(self.owner.user, "inpaint_options", {}).get("random", False):
-            shape = (1,) + tuple(self.latent_image.shape[1:])
-            rows = [torch.randn(shape, generator=torch.Generator().manual_seed((s + 1) % 2**64)) for s in seeds]
-            return torch.cat(rows).to(self.device, self.dtype)
+            return self.owner.noise.inpaint_noise([c.id for c in batch], x)
         return torch.stack([self.root_noise[c.id] for c in batch])
 
     def _capture(self, batch: Sequence[Candidate]) -> Callable:
@@ -224,11 +272,11 @@ class _Run:
         scorer = self.owner.scorer
         final = sigma == self.sigma_end
         latents = self.user_latent(x, final)
-        images = scorer.decode(latents)
+        images = scorer.decode(latents, batch)
         references = None
         if self.needs_reference:
             refs = torch.stack([self.references[c.id][1] for c in batch])
-            references = scorer.decode(self.model_wrap.inner_model.process_latent_out(refs.to(self.device)))
+            references = scorer.decode(self.model_wrap.inner_model.process_latent_out(refs.to(self.device)), batch)
         self.scored = True
         out = scorer.score(images, references)
         if final:
@@ -247,9 +295,6 @@ class _Run:
                               f"counted {expected}")
         result.notes.extend(self.notes)
         return result
-
-
-ITEM_SEED_STRIDE = 2**32  # latent batch item b searches with seed + b * stride, so items never share noises
 
 
 def check_sampler(node: str, sampler, input_name: str) -> None:
@@ -299,6 +344,16 @@ def item_mask(mask: Optional[torch.Tensor], samples: torch.Tensor, b: int) -> Op
         return mask
     m = mask.reshape(-1, mask.shape[-2], mask.shape[-1])
     return m[b % m.shape[0]: b % m.shape[0] + 1]
+
+
+def announce(report: SearchReport, node_id: Optional[str]) -> None:
+    """Every note of a finished search goes to the server log and, with the winner, to the node's status text."""
+    notes = report.all_notes()
+    for note in notes:
+        log.info("Noise Search: %s", note)
+    winners = "; ".join(f"best {r.best_score:.4f} (candidate {r.best_id}), {r.nfe}/{r.nfe_planned} NFE"
+                        for r in report.results)
+    _send_text("\n".join([f"Noise Search done: {winners}"] + [f"note: {n}" for n in notes]), node_id)
 
 
 def _send_text(text: str, node_id: Optional[str]) -> None:
@@ -361,58 +416,111 @@ def root_id(result: SearchResult) -> int:
     return cid
 
 
+RATIO_KEYS = ("downscale_ratio_spacial", "downscale_ratio_temporal")  # newer ComfyUI's empty-latent size hints
+
+
+def fix_empty_latent(patcher, latent: dict) -> torch.Tensor:
+    """The latent samples exactly as the stock KSampler fixes them; newer ComfyUI also takes the latent's
+    downscale ratios (feature-detected, so 0.3.64 keeps working)."""
+    fix = comfy.sample.fix_empty_latent_channels
+    params = inspect.signature(fix).parameters
+    return fix(patcher, latent["samples"], **{k: latent.get(k) for k in RATIO_KEYS if k in params})
+
+
+def stock_latent_out(latent: dict, samples: torch.Tensor) -> dict:
+    """A LATENT output built from the input latent as the stock samplers build theirs (size hints dropped)."""
+    out = {k: v for k, v in latent.items() if k not in RATIO_KEYS}
+    out["samples"] = samples
+    return out
+
+
+def check_latent(node: str, latent: dict, patcher, vae) -> torch.Tensor:
+    """The latent batch as the stock samplers fix it, refused up front where the search cannot run on it."""
+    samples = latent.get("samples") if isinstance(latent, dict) else None
+    if not isinstance(samples, torch.Tensor) or samples.is_nested:
+        raise ValueError(f"{node}: latent_image is not a single image latent ({type(samples).__name__}): nested "
+                         f"(audio + video) latents cannot be searched; connect an image latent")
+    if samples.shape[0] == 0:
+        raise ValueError(f"{node}: latent_image has 0 items: connect a latent with at least one image "
+                         f"(e.g. Empty Latent Image with batch_size 1)")
+    samples = fix_empty_latent(patcher, latent)
+    if samples.ndim == 5 and samples.shape[2] != 1:
+        raise ValueError(f"{node}: latent_image is a video latent with {samples.shape[2]} frames "
+                         f"{tuple(samples.shape)}: Noise Search scores single images; use an image model and latent")
+    if samples.ndim not in (4, 5):
+        raise ValueError(f"{node}: latent_image has shape {tuple(samples.shape)}; Noise Search needs an image latent "
+                         f"[batch, channels, height, width]")
+    model_channels = patcher.get_model_object("latent_format").latent_channels
+    vae_channels = getattr(vae, "latent_channels", None)
+    if vae_channels is not None and vae_channels != model_channels:
+        raise ValueError(f"{node}: the vae input decodes {vae_channels}-channel latents but the model makes "
+                         f"{model_channels}-channel ones: connect the VAE that belongs to the model (e.g. the "
+                         f"checkpoint's own VAE output)")
+    return samples
+
+
 def run_node_search(*, node: str, node_id: Optional[str], guider, sampler, sampler_input: str, sigmas, latent: dict,
                     seed: int, vae, verifier, prompt: Optional[str], settings) -> tuple:
     """Search every latent batch item; return (latent, image, top_k, noise, report) as the nodes output them."""
     start = time.perf_counter()
     check_verifier(node, verifier, prompt)
     check_sampler(node, sampler, sampler_input)
-    sigmas = sigmas.detach().to("cpu", torch.float32).flatten()
+    sigmas = sigmas.detach().to("cpu", torch.float32, copy=True).flatten()
     if len(sigmas) < 2:
         raise ValueError(f"{node}: the schedule has no steps (sigmas {sigmas.tolist()}): raise steps or denoise")
     settings.check(len(sigmas) - 1)
     patcher = guider.model_patcher
-    cost = NfeCounter(sampler, patcher.get_model_object("model_sampling"), patcher)
+    samples = check_latent(node, latent, patcher, vae)
+    model_sampling = patcher.get_model_object("model_sampling")
+    if noise_ignored(model_sampling, sigmas[0], samples.shape[1:]):
+        raise ValueError(f"{node}: this model's sampling ({type(model_sampling).__name__}) ignores the initial noise, so "
+                         f"every candidate would be the same image and there is nothing to search: use a plain "
+                         f"sampler for this model")
+    cost = NfeCounter(sampler, model_sampling, patcher)
     planned = plan(node, settings, sigmas, cost)
-    samples = comfy.sample.fix_empty_latent_channels(patcher, latent["samples"])
     items = samples.shape[0]
+    notes = settings.notes()
     pbar = comfy.utils.ProgressBar(planned * items)
     outs, results, scorers = [], [], []
     for b in range(items):
-        seed_b = (int(seed) + b * ITEM_SEED_STRIDE) % 2**64
-        noise = seeded_noise(seed_b, samples.shape[1:])
-        scorer = Scorer(vae, verifier, prompt)
-        if hasattr(verifier.verifier, "reset"):
-            verifier.verifier.reset()
-        search = SearchSampler(sampler=sampler, algorithm=settings.algorithm, config=settings.config(), seed=seed_b,
+        noise = ItemNoise(samples, b, seed, latent.get("batch_index"))
+        scorer = Scorer(node, vae, verifier, prompt)
+        search = SearchSampler(sampler=sampler, algorithm=settings.algorithm, config=settings.config(),
                                noise=noise, cost=cost, scorer=scorer, batch_size=settings.batch_size,
                                progress=make_progress(pbar, planned * b, scorer, node_id, b, items))
         out = guider.sample(noise(0).unsqueeze(0).to(samples.dtype), samples[b:b + 1], search, sigmas,
                             denoise_mask=item_mask(latent.get("noise_mask"), samples, b), callback=None,
-                            disable_pbar=True, seed=seed_b)
+                            disable_pbar=True, seed=seed)
         result = search.result
-        if items > 1:
-            result.notes.append(f"batch item {b} searched with seed {seed_b} (seed + {b} * 2**32)")
         if verifier.members:
             rerank_ensemble(result, verifier.verifier, float(sigmas[-1]))
         outs.append(out.to(comfy.model_management.intermediate_device()))
         results.append(result)
         scorers.append(scorer)
 
-    best = dict(latent)
-    best["samples"] = torch.cat(outs)
+    best = stock_latent_out(latent, torch.cat(outs))
     image = torch.stack([s.images[r.best_id] for s, r in zip(scorers, results)])
-    top_k = {k: v for k, v in latent.items() if k not in ("samples", "noise_mask", "batch_index")}
-    top_k["samples"] = torch.cat([r.topk for r in results])
-    noise_note = None
-    noise_id = results[0].best_id
-    if settings.algorithm == "paths":
-        noise_id = root_id(results[0])
-        noise_note = ("Search over Paths re-noises mid-way: this NOISE is the winner's root noise "
-                      f"(candidate {noise_id}), which alone does not reproduce the best latent")
-    noise = SearchNoise(torch.stack([r.best_noise for r in results]).to(samples.dtype),
-                        (int(seed) + noise_id) % 2**64, noise_note)
+    top_k = stock_latent_out({k: v for k, v in latent.items() if k not in ("noise_mask", "batch_index")},
+                             torch.cat([r.topk for r in results]))
+    noise = winning_noise(settings.algorithm, results, seed, samples.dtype, takes_noise_sampler(sampler.sampler_function))
     report = SearchReport(results=results, verifier=verifier.name, members=verifier.members, prompt=prompt,
                           seconds=time.perf_counter() - start, images=[s.images for s in scorers],
-                          latents=[s.latents for s in scorers])
+                          latents=[s.latents for s in scorers], notes=notes + ([noise.note] if noise.note else []))
+    announce(report, node_id)
     return best, image, top_k, noise, report
+
+
+def winning_noise(algorithm: str, results: Sequence[SearchResult], seed: int, dtype: torch.dtype,
+                  ancestral: bool) -> SearchNoise:
+    """The NOISE output: every item's winning initial noise, seeded for item 0's winner, with what it cannot replay."""
+    ids = [root_id(r) if algorithm == "paths" else r.best_id for r in results]
+    if algorithm == "paths":
+        note = (f"Search over Paths re-noises mid-way: the noise output is the winner's root noise (candidate "
+                f"{ids[0]}), which alone does not reproduce the best latent")
+    elif ancestral and len(set(ids)) > 1:
+        note = (f"the batch items' winners are candidates {ids}: the noise output replays them exactly only with an "
+                f"ODE sampler, because one seed ({candidate_seed(seed, ids[0])}) drives the sampler's own noise for "
+                f"every item")
+    else:
+        note = None
+    return SearchNoise(torch.stack([r.best_noise for r in results]).to(dtype), candidate_seed(seed, ids[0]), note)

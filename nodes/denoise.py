@@ -1,17 +1,16 @@
-"""Running a user's k-diffusion sampler over K candidate rows: the counting denoiser, per-row noise samplers
-and the exact NFE count of a sigma slice (a dry run with a zero denoiser)."""
+"""Running a user's k-diffusion sampler over K candidate rows: the counting denoiser and the exact NFE count of a
+sigma slice (a dry run with a zero denoiser)."""
 
 from __future__ import annotations
 
 import inspect
 from types import SimpleNamespace
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional
 
 import torch
 
 import comfy.model_management
 import comfy.samplers
-from comfy.k_diffusion import sampling as k_sampling
 
 # k-diffusion samplers whose default noise sampler is a Brownian tree (value: tree kept on the CPU).
 BROWNIAN = {
@@ -35,29 +34,6 @@ def takes_noise_sampler(fn: Callable) -> bool:
         return "noise_sampler" in inspect.signature(fn).parameters
     except (TypeError, ValueError):
         return False
-
-
-class RowNoiseSampler:
-    """`default_noise_sampler` per row: row j draws from its own generator seeded `seeds[j]`, exactly what a
-    batch-1 run with seed `seeds[j]` draws, so results do not depend on how candidates are batched."""
-
-    def __init__(self, x: torch.Tensor, seeds: Sequence[int]):
-        self.shape = (1,) + tuple(x.shape[1:])
-        self.like = {"dtype": x.dtype, "layout": x.layout, "device": x.device}
-        self.generators = [torch.Generator(device=x.device).manual_seed(int(s) % 2**64) for s in seeds]
-
-    def __call__(self, sigma, sigma_next) -> torch.Tensor:
-        return torch.cat([torch.randn(self.shape, generator=g, **self.like) for g in self.generators])
-
-
-def row_noise_sampler(fn: Callable, x: torch.Tensor, sigmas: torch.Tensor, seeds: Sequence[int]):
-    """The noise sampler `fn` would build for a batch-1 run with each row's seed, for all rows at once."""
-    cpu_tree = BROWNIAN.get(function_name(fn))
-    if cpu_tree is not None:
-        positive = sigmas[sigmas > 0]
-        return k_sampling.BrownianTreeNoiseSampler(x, positive.min(), sigmas.max(), seed=[int(s) % 2**64 for s in seeds],
-                                                   cpu=cpu_tree)
-    return RowNoiseSampler(x, seeds)
 
 
 class SearchDenoiser(comfy.samplers.KSamplerX0Inpaint):
@@ -123,7 +99,7 @@ class NfeCounter:
         x = torch.zeros((1, 1, 1, 1))
         kwargs = dict(self.sampler.extra_options)
         if takes_noise_sampler(fn) and kwargs.get("noise_sampler") is None:
-            kwargs["noise_sampler"] = row_noise_sampler(fn, x, sigmas, [0])
+            kwargs["noise_sampler"] = lambda sigma, sigma_next: torch.zeros_like(x)
         extra_args = {"model_options": {"transformer_options": {}}, "seed": 0, "denoise_mask": None}
         fn(model, x, sigmas, extra_args=extra_args, callback=None, disable=True, **kwargs)
         return model.calls

@@ -147,6 +147,14 @@ class SearchSettings:
         except ValueError as e:
             raise self.error(rename_search_inputs(str(e))) from e
 
+    def notes(self) -> list[str]:
+        """What the node runs anyway but the user should know: settings that have no effect as given."""
+        together = int(self.candidates) * (int(self.paths_branches) if self.algorithm == "paths" else 1)
+        if self.batch_size > together:
+            return [f"batch_size={self.batch_size} is larger than the {together} candidates {self.algorithm} search "
+                    f"runs together: at most {together} rows go to the model at once"]
+        return []
+
     def config(self) -> dict:
         """Keyword arguments of the chosen algorithm (budget and top_k included)."""
         common = {"n": int(self.candidates), "budget_nfe": self.budget, "top_k": int(self.top_k)}

@@ -34,6 +34,21 @@ def _thumb(image: torch.Tensor) -> Image.Image:
     return thumbnail(image, min(THUMB_SIZE, max(image.shape[0], image.shape[1])))
 
 
+def pick_warning(cli_args) -> str:
+    """When a pick re-runs the search instead of reading the stored report: only while ComfyUI's cache still holds
+    the sampler's outputs does it not, and how long it holds them depends on the caching mode."""
+    if getattr(cli_args, "cache_none", False):
+        return "ComfyUI runs with --cache-none: every pick re-runs the whole search."
+    ram_pressure = hasattr(cli_args, "cache_ram") and not (getattr(cli_args, "cache_classic", False)
+                                                          or getattr(cli_args, "cache_lru", 0))
+    if ram_pressure:
+        return ("Picking reads the stored search while ComfyUI still caches it. Its RAM-pressure cache (the default) "
+                "drops it when another workflow runs or memory runs short, and then a pick re-runs the whole search; "
+                "start ComfyUI with --cache-classic to keep it while you pick.")
+    return ("Picking reads the stored search while ComfyUI still caches it; after another workflow has run, a pick "
+            "re-runs the whole search.")
+
+
 def _chart_metadata(report_json: dict, hidden) -> PngInfo | None:
     if args.disable_metadata:
         return None
@@ -93,7 +108,7 @@ class NoiseSearchScoreViewer(io.ComfyNode):
             for i in range(len(report.results))
         ]
         data = report.to_dict()
-        data.update(pick=int(pick), picked=picked, thumbnails=thumbs)
+        data.update(pick=int(pick), picked=picked, thumbnails=thumbs, pick_warning=pick_warning(args))
         arr = (chart[0].numpy() * 255.0).round().astype(np.uint8)
         saved = _save_png(Image.fromarray(arr), f"noise_search_{token}_chart.png", _chart_metadata(report.to_dict(), cls.hidden))
         return io.NodeOutput(chart, {"samples": latent}, image, ui={"images": [saved], "noise_search": [data]})

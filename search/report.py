@@ -22,10 +22,17 @@ class SearchReport:
     seconds: float = 0.0
     images: list = field(default_factory=list)  # per item: dict[int, Tensor]
     latents: list = field(default_factory=list)  # per item: dict[int, Tensor]
+    notes: list = field(default_factory=list)  # facts about the whole run (each item's own are in its result)
+
+    def all_notes(self) -> list[str]:
+        """Every note of the run, the run's first, then each item's (labelled when there are several items)."""
+        many = len(self.results) > 1
+        return list(self.notes) + [f"item {i}: {n}" if many else n for i, r in enumerate(self.results) for n in r.notes]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe summary for the node's `ui` output and saved images."""
         return {
             "version": 1, "verifier": self.verifier, "members": list(self.members), "prompt": self.prompt,
-            "seconds": round(float(self.seconds), 3), "items": [r.to_dict() for r in self.results],
+            "seconds": round(float(self.seconds), 3), "notes": list(self.notes),
+            "items": [r.to_dict() for r in self.results],
         }

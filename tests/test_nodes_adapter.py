@@ -33,7 +33,6 @@ import comfy.model_patcher, comfy.sample, comfy.samplers, comfy.sd
 from comfy.k_diffusion import sampling as k_sampling
 from comfy_extras.nodes_custom_sampler import Noise_EmptyNoise, Noise_RandomNoise, SamplerCustomAdvanced
 from noise_search.nodes import NoiseSearchSampler, NoiseSearchSamplerCustom
-from noise_search.nodes.denoise import NfeCounter, RowNoiseSampler, row_noise_sampler
 from noise_search.nodes.types import LoadedVerifier, VerifierWeights
 from noise_search.verifiers.base import Verifier
 
@@ -93,11 +92,12 @@ for name in ("euler_ancestral", "dpmpp_2m_sde"):
 r = search(empty, 3, "heun")[4].results[0]
 out["nfe_heun"] = [r.nfe, r.nfe_planned]
 
-# A batch of 2 latents: item b searches from seed + b * 2**32, each candidate a batch-1 stock run.
-lat, img, topk, noise, report = search({"samples": torch.zeros(2, 16, 8, 8)}, 5, "euler", candidates=2, top_k=1)
+# A batch of 2 latents: candidate i of item b is row b of the stock batch run with seed + i.
+pair = {"samples": torch.zeros(2, 16, 8, 8)}
+lat, img, topk, noise, report = search(pair, 5, "euler", candidates=2, top_k=1)
 out["batch"] = [list(lat["samples"].shape), list(img.shape), list(topk["samples"].shape), list(noise.noises.shape),
-                max_diff(report.latents[1][1], stock(empty, 5 + 2**32 + 1, "euler")),
-                max_diff(report.latents[0][0], stock(empty, 5, "euler"))]
+                max_diff(report.latents[1][1], stock(pair, 5 + 1, "euler")[1]),
+                max_diff(report.latents[0][0], stock(pair, 5, "euler")[0])]
 
 # img2img (denoise 0.5 on a non-empty latent) and an inpainting mask: candidate 0 is the stock run.
 source = {"samples": torch.randn(1, 16, 8, 8, generator=torch.Generator().manual_seed(1))}
@@ -145,16 +145,6 @@ expected = vae.decode(model.model.process_latent_out(seen[step]))
 images, references = ref_verifier.seen[-1]
 neighbour = vae.decode(model.model.process_latent_out(seen[step - 1]))
 out["reference"] = [max_diff(references, expected), max_diff(neighbour, references), step]
-
-# Row noise samplers draw what a batch-1 run with each row's seed draws.
-x = torch.zeros(3, 4, 2, 2)
-rows = RowNoiseSampler(x, [7, 8, 9])(1.0, 0.5)
-single = [k_sampling.default_noise_sampler(x[:1], seed=s)(1.0, 0.5) for s in (7, 8, 9)]
-s = torch.tensor([2.0, 1.0, 0.5, 0.0])
-x2 = torch.zeros(2, 4, 2, 2)
-tree = row_noise_sampler(k_sampling.sample_dpmpp_2m_sde, x2, s, [7, 8])(s[0], s[1])
-alone = [k_sampling.BrownianTreeNoiseSampler(x2[:1], s[2], s[0], seed=v, cpu=True)(s[0], s[1]) for v in (7, 8)]
-out["row_noise"] = [max_diff(rows, torch.cat(single)), max_diff(tree, torch.cat(alone))]
 
 # Errors, all before sampling.
 def error(fn):
@@ -233,7 +223,7 @@ def test_nfe_is_counted_exactly(result):
 def test_latent_batch_items_are_searched_independently(result):
     latent, image, top_k, noise, item1, item0 = result["batch"]
     assert latent == [2, 16, 8, 8] and image == [2, 64, 64, 3] and top_k == [2, 16, 8, 8] and noise == [2, 16, 8, 8]
-    assert item1 == EXACT and item0 == EXACT
+    assert item1 < 1e-5 and item0 < 1e-5  # the stock run evaluates both rows in one batched model call
 
 
 def test_img2img_and_inpainting_match_comfyui(result):
@@ -258,10 +248,6 @@ def test_references_are_x0_predictions_near_flow_time_04(result):
     diff, neighbour_step, step = result["reference"]
     assert step > 0 and diff == EXACT
     assert neighbour_step > 1e-4  # the x0 of the step before is a different picture
-
-
-def test_row_noise_samplers_match_batch_1_draws(result):
-    assert result["row_noise"] == [EXACT, EXACT]
 
 
 @pytest.mark.parametrize("case, needles", [

@@ -68,8 +68,8 @@ def _block(name: str) -> Spec:
         yield from _conv(f"{name}.conv.{j}", 64, 64)
 
 
-def taesd_spec() -> Spec:
-    """Keys/shapes of comfy.taesd.taesd.TAESD(latent_channels=16), Sequential indices included."""
+def taesd_spec(latent_channels: int = LATENT_CHANNELS) -> Spec:
+    """Keys/shapes of comfy.taesd.taesd.TAESD(latent_channels), Sequential indices included."""
     enc = ["conv_in", "block", "down", "block", "block", "block", "down", "block", "block", "block",
            "down", "block", "block", "block", "conv_out"]
     for i, kind in enumerate(enc):
@@ -79,7 +79,7 @@ def taesd_spec() -> Spec:
         elif kind == "down":
             yield from _conv(name, 64, 64, bias=False)
         else:
-            yield from _conv(name, 3, 64) if kind == "conv_in" else _conv(name, 64, LATENT_CHANNELS)
+            yield from _conv(name, 3, 64) if kind == "conv_in" else _conv(name, 64, latent_channels)
     dec = ["clamp", "conv_in", "relu", "block", "block", "block", "up", "conv", "block", "block", "block", "up",
            "conv", "block", "block", "block", "up", "conv", "block", "conv_out"]
     for i, kind in enumerate(dec):
@@ -89,7 +89,7 @@ def taesd_spec() -> Spec:
         elif kind == "conv":
             yield from _conv(name, 64, 64, bias=False)
         elif kind == "conv_in":
-            yield from _conv(name, LATENT_CHANNELS, 64)
+            yield from _conv(name, latent_channels, 64)
         elif kind == "conv_out":
             yield from _conv(name, 64, 3)
 
@@ -155,6 +155,13 @@ def tiny_sd3_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
         sd[f"text_encoders.clip_l.{key}"] = value.half()
     sd["text_encoders.clip_l.logit_scale"] = torch.tensor(math.log(100.0)).half()
     return sd
+
+
+def tiny_taesd_state_dict(latent_channels: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A standalone TAESD VAE file's state dict (what ComfyUI's VAE Loader reads), e.g. 4 channels for SD1.5."""
+    gen = torch.Generator().manual_seed(seed)
+    return {k: _he(shape, gen, 1.0) if k.endswith("weight") else _init(shape, gen, 0.05)
+            for k, shape in taesd_spec(latent_channels)}
 
 
 def build_tiny_sd3(directory: Path, seed: int = 0, filename: str = FILENAME) -> Path:
