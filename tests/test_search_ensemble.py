@@ -139,8 +139,11 @@ CASES = [("random", {"n": 9}), ("zero_order", {"n": 3, "rounds": 4}),
 @pytest.mark.parametrize("algorithm,config", CASES, ids=["random", "zero_order", "paths_tail", "paths_to_end"])
 def test_every_decision_aggregates_its_whole_set_at_every_batch_size(algorithm, config, mode, weights, seed):
     g = torch.Generator().manual_seed(seed)
-    draw = (lambda: torch.randint(0, 6, (64,), generator=g)) if mode == "rank" else (lambda: torch.randn(64, generator=g))
-    tables = {"A": draw().tolist(), "B": draw().tolist()}  # few values: ties inside and across members
+
+    def draw():  # rank mode: few values, so ties inside and across members
+        return (torch.randint(0, 6, (64,), generator=g) if mode == "rank" else torch.randn(64, generator=g)).tolist()
+
+    tables = {"A": draw(), "B": draw()}
     results = [table_search(algorithm, tables, b, weights=weights, mode=mode, top_k=3, **config) for b in BATCHES]
     assert_bit_identical(results)
     r = results[0]
@@ -200,5 +203,5 @@ def test_an_aggregate_needs_member_scores_and_one_value_per_candidate():
     with pytest.raises(ValueError, match=r"aggregate\(\) must return one score per candidate: expected 2, got 1"):
         run_search("random", toy.problem(aggregate=lambda members: torch.zeros(1)), n=2)
     with pytest.raises(ValueError, match="score member 'neg_dist' returned NaN for candidate 0"):
-        run_search("random", toy.problem(score=lambda x0, s, b: (torch.zeros(len(b)), {"neg_dist": torch.full((len(b),), float("nan"))}),
-                                         aggregate=combine), n=2)
+        nan = lambda x0, s, b: (torch.zeros(len(b)), {"neg_dist": torch.full((len(b),), float("nan"))})  # noqa: E731
+        run_search("random", toy.problem(score=nan, aggregate=combine), n=2)
