@@ -28,7 +28,6 @@ from ..search.noise import RENOISE
 from ..search.report import SearchReport
 from ..search.types import Candidate, SearchProblem, SearchResult
 from ..verifiers.base import VerifierError
-from ..verifiers.ensemble import combine
 from .denoise import ADAPTIVE, NfeCounter, SearchDenoiser, function_name, takes_noise_sampler
 from .noise import ItemNoise, candidate_seed
 from .types import LoadedVerifier, SearchNoise
@@ -150,7 +149,7 @@ class SearchSampler(comfy.samplers.Sampler):
             integrate=run.integrate, score=run.score, sigmas=run.sigmas_cpu, noise=self.noise,
             renoise=renoise_for(run.model_sampling), cost=self.cost,
             max_batch=self.batch_size or auto_rows(model_wrap, noise.shape), progress=self.progress,
-            device=noise.device)
+            device=noise.device, aggregate=getattr(self.scorer.handle.verifier, "aggregate", None))
         result = run_search(self.algorithm, problem, **self.config)
         best = result.best.unsqueeze(0).to(noise.device)
         self.result = run.finish(result)
@@ -390,23 +389,6 @@ def make_progress(pbar, done_before: int, scorer: Scorer, node_id: Optional[str]
     return progress
 
 
-def rerank_ensemble(result: SearchResult, ensemble, sigma_end: float) -> None:
-    """Re-rank all final candidates with the ensemble's pure `combine` (scores taken during the search were
-    ranked against the pool seen so far); stored as extra["rerank"], the winner is left as searched."""
-    finals = [c for c in result.candidates if c.sigma == sigma_end and c.members]
-    if len(finals) < 2:
-        return
-    names = list(finals[0].members)
-    combined = combine({n: torch.tensor([c.members[n] for c in finals]) for n in names},
-                       weights=dict(zip(ensemble.names, ensemble.weights)), mode=ensemble.mode)
-    for c, value in zip(finals, combined.tolist()):
-        c.extra["rerank"] = value
-    top = max(zip(finals, combined.tolist()), key=lambda e: (e[1], -e[0].id))[0]
-    if top.id != result.best_id:
-        result.notes.append(f"re-ranking all final candidates together ({ensemble.mode}) puts candidate {top.id} "
-                            f"first; the search picked {result.best_id} from the scores it had when it scored them")
-
-
 def root_id(result: SearchResult) -> int:
     """The initial candidate a Paths winner descends from (whose noise is `best_noise`)."""
     parents = {c.id: c.parent for c in result.candidates}
@@ -492,8 +474,6 @@ def run_node_search(*, node: str, node_id: Optional[str], guider, sampler, sampl
                             denoise_mask=item_mask(latent.get("noise_mask"), samples, b), callback=None,
                             disable_pbar=True, seed=seed)
         result = search.result
-        if verifier.members:
-            rerank_ensemble(result, verifier.verifier, float(sigmas[-1]))
         outs.append(out.to(comfy.model_management.intermediate_device()))
         results.append(result)
         scorers.append(scorer)

@@ -31,26 +31,65 @@ def stack_rows(problem: SearchProblem, rows: Iterable[Tensor]) -> Tensor:
     return x.to(problem.device) if problem.device is not None else x
 
 
-def _split_score(out, k: int, batch: Sequence[Candidate]) -> tuple:
+def _rows(t, k: int, batch: Sequence[Candidate], what: str, check_nan: bool) -> list:
+    """One float per row of a score tensor; `what` names it in errors."""
+    t = torch.as_tensor(t).detach().to("cpu", torch.float64).reshape(-1)
+    if t.numel() != k:
+        raise ValueError(f"{what} must return one score per row: expected {k}, got {t.numel()}")
+    values = [float(v) for v in t]
+    for c, v in zip(batch, values):
+        if check_nan and math.isnan(v):
+            raise ValueError(f"{what} returned NaN for candidate {c.id}: check the verifier")
+    return values
+
+
+def _split_score(out, k: int, batch: Sequence[Candidate], aggregate: bool) -> tuple:
+    """score()'s output -> (scores, {member: scores}) as floats; the scores are None when an aggregate decides them."""
     scores, members = out if isinstance(out, tuple) else (out, {})
-    scores = torch.as_tensor(scores).detach().to("cpu", torch.float64).reshape(-1)
-    if scores.numel() != k:
-        raise ValueError(f"score() must return one score per row: expected {k}, got {scores.numel()}")
-    values = [float(s) for s in scores]
-    for c, s in zip(batch, values):
-        if math.isnan(s):
-            raise ValueError(f"score() returned NaN for candidate {c.id}: check the verifier")
-    member_values = {}
-    for name, t in dict(members).items():
-        t = torch.as_tensor(t).detach().to("cpu", torch.float64).reshape(-1)
-        if t.numel() != k:
-            raise ValueError(f"score member {name!r} must have one value per row: expected {k}, got {t.numel()}")
-        member_values[name] = [float(v) for v in t]
+    if aggregate and not members:
+        raise ValueError("SearchProblem.aggregate is set, so score() must return (scores, {member: scores}) with the "
+                         "raw member scores it aggregates")
+    values = [None] * k if aggregate else _rows(scores, k, batch, "score()", check_nan=True)
+    member_values = {name: _rows(t, k, batch, f"score member {name!r}", check_nan=aggregate)
+                     for name, t in dict(members).items()}
     return values, member_values
 
 
+def aggregate_scores(problem: SearchProblem, cands: Sequence[Candidate]) -> None:
+    """Judge ``cands`` as one comparable set: each score becomes ``problem.aggregate`` over all their raw members.
+
+    The one place a set-relative score is decided; without an aggregate, scores are absolute and left as scored.
+    """
+    if problem.aggregate is None or not cands:
+        return
+    names = list(cands[0].members)
+    for c in cands:
+        if list(c.members) != names:
+            raise ValueError(f"score members differ between candidates {cands[0].id} ({names}) and {c.id} "
+                             f"({list(c.members)}): every call must return the same members")
+    out = problem.aggregate({n: torch.tensor([c.members[n] for c in cands], dtype=torch.float64) for n in names})
+    values = torch.as_tensor(out).detach().to("cpu", torch.float64).reshape(-1)
+    if values.numel() != len(cands):
+        raise ValueError(f"aggregate() must return one score per candidate: expected {len(cands)}, "
+                         f"got {values.numel()}")
+    for c, v in zip(cands, values.tolist()):
+        if math.isnan(v):
+            raise ValueError(f"aggregate() returned NaN for candidate {c.id}: check the verifier")
+        c.score = v
+
+
+def _noise(init: Optional[Callable[[int], Tensor]], row: int) -> Optional[Tensor]:
+    return init(row).detach().to("cpu").clone() if init is not None else None
+
+
 class Tracker:
-    """Owns the bookkeeping of one search; algorithms only decide which rows to run over which sigmas."""
+    """Owns the bookkeeping of one search; algorithms only decide which rows to run over which sigmas.
+
+    All final candidates form one comparable set. With ``problem.aggregate`` every final score is re-aggregated
+    over all finals scored so far after each chunk, so best, top-k and the winner never depend on the chunking;
+    every final state (and initial noise) is kept on the CPU, since a later final can reorder earlier ones.
+    Without it only the top-k are kept.
+    """
 
     def __init__(self, problem: SearchProblem, nfe_planned: int, top_k: int):
         check_problem(problem, top_k)
@@ -59,8 +98,9 @@ class Tracker:
         self.top_k = int(top_k)
         self.nfe = 0
         self.candidates: list = []
-        self.curve: list = []
-        self.baseline: Optional[float] = None
+        self.curve: list = []  # see SearchResult.curve
+        self._base: Optional[Candidate] = None  # candidate 0 once final: the seed's own sample
+        self._finals: list = []  # with an aggregate: every (candidate, final state, initial noise), in scored order
         self._top: list = []  # (candidate, final state on CPU, initial noise), best first
 
     @property
@@ -71,7 +111,8 @@ class Tracker:
                   init: Optional[Callable[[int], Tensor]] = None) -> Tensor:
         """Integrate ``x`` over ``sigmas``; score the x0 prediction, or ``x_end`` when ``final`` (schedule's end).
 
-        Final rows compete for the top-k; ``init(row)`` gives a row's initial noise, asked only if it enters.
+        Final rows compete for the top-k; ``init(row)`` gives a row's initial noise, asked only if it is kept.
+        With an aggregate, non-final rows stay unscored (None) until the algorithm aggregates their set.
         Returns ``x_end``.
         """
         problem = self.problem
@@ -87,12 +128,13 @@ class Tracker:
             c.nfe = self.nfe
             c.sigma = sigma
         if score:
-            values, members = _split_score(problem.score(x_end if final else x0, sigma, batch), len(batch), batch)
+            out = problem.score(x_end if final else x0, sigma, batch)
+            values, members = _split_score(out, len(batch), batch, problem.aggregate is not None)
             for j, c in enumerate(batch):
                 c.score = values[j]
                 c.members.update({name: v[j] for name, v in members.items()})
-                if final:
-                    self._offer(c, x_end[j], init, j)
+            if final:
+                self._add_finals(batch, x_end, init)
         self.candidates.extend(batch)
         best = self.best
         if best is not None:
@@ -101,14 +143,21 @@ class Tracker:
             problem.progress(self.nfe, self.nfe_planned, None if best is None else best.score, best)
         return x_end
 
+    def _add_finals(self, batch: Sequence[Candidate], x_end: Tensor, init: Optional[Callable[[int], Tensor]]) -> None:
+        self._base = self._base or next((c for c in batch if c.id == 0), None)
+        if self.problem.aggregate is None:
+            for j, c in enumerate(batch):
+                self._offer(c, x_end[j], init, j)
+            return
+        self._finals.extend((c, x_end[j].detach().to("cpu").clone(), _noise(init, j)) for j, c in enumerate(batch))
+        aggregate_scores(self.problem, [e[0] for e in self._finals])
+        self._top = sorted(self._finals, key=lambda e: (-e[0].score, e[0].id))[: self.top_k]
+
     def _offer(self, c: Candidate, state: Tensor, init: Optional[Callable[[int], Tensor]], row: int) -> None:
-        if c.id == 0:
-            self.baseline = c.score
         key = (-c.score, c.id)
         if len(self._top) == self.top_k and key >= (-self._top[-1][0].score, self._top[-1][0].id):
             return
-        noise = init(row).detach().to("cpu").clone() if init is not None else None
-        self._top.append((c, state.detach().to("cpu").clone(), noise))
+        self._top.append((c, state.detach().to("cpu").clone(), _noise(init, row)))
         self._top.sort(key=lambda e: (-e[0].score, e[0].id))
         del self._top[self.top_k:]
 
@@ -122,5 +171,5 @@ class Tracker:
             best_noise=noise, topk=torch.stack([e[1] for e in self._top]),
             topk_ids=[e[0].id for e in self._top], topk_scores=[e[0].score for e in self._top],
             candidates=list(self.candidates), nfe=self.nfe, nfe_planned=self.nfe_planned, curve=list(self.curve),
-            baseline_score=self.baseline if baseline else None, notes=list(notes),
+            baseline_score=self._base.score if baseline and self._base is not None else None, notes=list(notes),
         )

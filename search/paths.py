@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from ._common import Tracker, chunks, stack_rows
+from ._common import Tracker, aggregate_scores, chunks, stack_rows
 from .budget import nfe_fn, plan_paths
 from .types import Candidate, SearchProblem, SearchResult
 
@@ -21,6 +21,7 @@ def search_over_paths(problem: SearchProblem, *, n: int = 2, m: int = 4, sigma_s
     up: start index round((1 - sigma_start) * steps), f = max(1, round(delta_f * steps)), b = round(delta_b * steps).
     ``max_rounds`` (the paper's L) caps the branching; kept paths then run to sigma 0 unbranched.
     The defaults are ours, not the paper's (we could not confirm its Table 6). A budget shrinks n, then m.
+    A round's branches are one comparable set: with an aggregate, their scores are aggregated over the whole round.
     """
     plan = plan_paths(nfe_fn(problem.cost), problem.sigmas, n=n, m=m, sigma_start=sigma_start, delta_f=delta_f,
                       delta_b=delta_b, max_rounds=max_rounds, budget_nfe=budget_nfe)
@@ -57,6 +58,8 @@ def search_over_paths(problem: SearchProblem, *, n: int = 2, m: int = 4, sigma_s
             x = problem.renoise(x, s_from, s_to, fresh)
             x_end = run.run_chunk(x, sigmas[lo: hi + 1], batch, final=hi == steps, init=init(batch))
             scored.extend(zip(batch, x_end))
+        if hi != steps:  # final branches are all the finals, which the Tracker aggregates
+            aggregate_scores(problem, [c for c, _ in scored])
         pool = sorted(scored, key=lambda e: (-e[0].score, e[0].id))[: plan.n]
 
     if plan.tail is not None:

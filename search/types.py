@@ -14,7 +14,11 @@ Tensor = torch.Tensor
 # prediction made at its last denoiser evaluation. `batch` are the candidates the K rows belong to.
 Integrate = Callable[[Tensor, Tensor, Sequence["Candidate"]], "tuple[Tensor, Tensor]"]
 # score(x0, sigma, batch) -> scores [K] (higher is better), or (scores, {member_name: scores [K]}).
+# With an Aggregate the members are the facts and the scores are ignored.
 Score = Callable[[Tensor, float, Sequence["Candidate"]], Union[Tensor, "tuple[Tensor, dict[str, Tensor]]"]]
+# aggregate({member_name: raw scores [K]}) -> combined scores [K] of those K candidates judged as one set
+# (e.g. an ensemble's average rank): a candidate's score then depends on which others it is compared with.
+Aggregate = Callable[[dict], Tensor]
 # cost(sigmas) -> NFEs one candidate spends integrating over that slice.
 Cost = Callable[[Tensor], int]
 # renoise(x, sigma_from, sigma_to, noise) -> x at the higher noise level sigma_to.
@@ -39,6 +43,7 @@ class SearchProblem:
     max_batch: int = 8  # rows per integrate/score call
     progress: Optional[Progress] = None
     device: Optional[torch.device] = None  # where noise is moved before integrate; None: stay on CPU
+    aggregate: Optional[Aggregate] = None  # None: scores are absolute; set: see Aggregate and _common.Tracker
 
     def nfe(self, sigmas: Tensor) -> int:
         return int(self.cost(sigmas)) if self.cost is not None else len(sigmas) - 1
@@ -54,8 +59,8 @@ class Candidate:
     kind: str  # "initial" | "neighbour" | "path"
     sigma: float = 0.0  # noise level its score was taken at (0.0 = final sample)
     nfe: int = 0
-    score: Optional[float] = None
-    members: dict = field(default_factory=dict)  # verifier member name -> score
+    score: Optional[float] = None  # with an aggregate: over all finals (finals) or its round (Paths intermediates)
+    members: dict = field(default_factory=dict)  # verifier member name -> raw score
     extra: dict = field(default_factory=dict)  # algorithm facts, JSON-safe (e.g. Zero-Order "cos", Paths "segment")
 
     def to_dict(self) -> dict[str, Any]:
@@ -82,7 +87,8 @@ class SearchResult:
     candidates: list  # list[Candidate], in the order they were scored
     nfe: int  # NFEs actually spent
     nfe_planned: int  # estimate_nfe(...) before the run
-    curve: list  # [(nfe, best score so far)] after every scored chunk
+    curve: list  # [(nfe, best final score so far)] after every chunk; with an aggregate, the best aggregate over
+    # all finals scored by that NFE (so a point can fall when a later final outranks the earlier ones)
     baseline_score: Optional[float] = None  # score of candidate 0 = the seed's own noise, no search
     notes: list = field(default_factory=list)  # human-readable facts (e.g. what best_noise means)
 

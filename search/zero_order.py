@@ -19,6 +19,7 @@ def zero_order_search(problem: SearchProblem, *, n: int = 4, rounds: int = 4, st
     No improvement in a round (ties included): the pivot stays, the next round draws fresh directions (new ids)
     and the step angle arccos(step_cos) doubles, capped at pi/2, until a round succeeds and it resets.
     A budget scores the pivot and as many neighbours as fit (the last round may be partial).
+    The pivot is judged once a round is complete, on the scores of all finals so far (which an aggregate updates).
     """
     if not 0.0 <= step_cos < 1.0:
         raise ValueError(f"step_cos must be in [0, 1) (1 would not move), got {step_cos}")
@@ -35,15 +36,14 @@ def zero_order_search(problem: SearchProblem, *, n: int = 4, rounds: int = 4, st
         cos = step_cos if angle == base_angle else math.cos(angle)
         ids = range(next_id, next_id + size)
         next_id += size
-        round_best = None
+        scored = []
         for chunk_ids in chunks(ids, problem.max_batch):
             rows = [sphere_neighbour(pivot_noise, problem.noise(i), cos) for i in chunk_ids]
             batch = [Candidate(id=i, parent=pivot.id, round=r, kind="neighbour", extra={"cos": cos})
                      for i in chunk_ids]
             run.run_chunk(stack_rows(problem, rows), sigmas, batch, final=True, init=rows.__getitem__)
-            for c, row in zip(batch, rows):
-                if round_best is None or c.score > round_best[0].score:
-                    round_best = (c, row)
+            scored.extend(zip(batch, rows))
+        round_best = max(scored, key=lambda e: (e[0].score, -e[0].id))
         improved = round_best[0].score > pivot.score
         notes.append(f"round {r}: cos={cos:.6g} (angle {math.degrees(angle):.3g} deg), {size} neighbour(s) of "
                      f"pivot {pivot.id}: " + (f"pivot -> {round_best[0].id}" if improved else "no improvement"))

@@ -1,4 +1,4 @@
-"""Ensemble aggregation: hand-computed ranks and z-scores, weights, the pool across calls, member plumbing."""
+"""Ensemble aggregation: hand-computed ranks and z-scores, weights, aggregate over a set, no state across calls."""
 
 import math
 
@@ -66,7 +66,7 @@ def test_combine_zscore_mode_by_hand():
     assert torch.allclose(combine({"a": a, "b": b}, weights=[2.0, 1.0], mode="zscore"), expected)
 
 
-def test_ensemble_first_call_after_reset_equals_combine_and_hand_ranks():
+def test_ensemble_score_equals_combine_and_hand_ranks():
     a, b = Table("a", [3, 1, 3, 2]), Table("b", [1, 2, 3, 4])
     ens = Ensemble([a, b], weights=[1.0, 3.0])
     out = ens.score(images([0, 1, 2, 3]))
@@ -80,25 +80,31 @@ def test_ensemble_output_follows_input_order():
     ids = [0, 1, 2, 3, 4, 5]
     base = ens.score(images(ids))
     perm = [4, 2, 5, 0, 3, 1]
-    ens.reset()
     assert torch.allclose(ens.score(images(perm)), base[perm])
 
 
-def test_pool_makes_scores_comparable_across_calls():
+def test_each_call_aggregates_over_its_own_images_only():
     ens = Ensemble([Table("a", [3, 1, 3, 2])])
-    assert torch.allclose(ens.score(images([0, 1])), torch.tensor([1.0, 0.0]))  # pool [3, 1]
-    # pool [3, 1, 3, 2]: 3 has mid-rank 3.5 -> 2.5 / 3, 2 has rank 2 -> 1 / 3
-    assert torch.allclose(ens.score(images([2, 3])), torch.tensor([2.5 / 3, 1 / 3]))
-    assert ens.pool()["a"].tolist() == [3, 1, 3, 2]
-    ens.reset()
-    assert torch.allclose(ens.score(images([2, 3])), torch.tensor([1.0, 0.0]))  # fresh pool [3, 2]
+    assert ens.score(images([0, 1])).tolist() == [1.0, 0.0]  # [3, 1] alone
+    assert ens.score(images([2, 3])).tolist() == [1.0, 0.0]  # [3, 2] alone: nothing of the first call is kept
+    assert {k: v.tolist() for k, v in ens.member_scores().items()} == {"a": [3, 2]}
+    assert not hasattr(ens, "reset") and not hasattr(ens, "pool")
 
 
-def test_pool_zscore_across_calls():
-    ens = Ensemble([Table("a", [1, 2, 3, 6])], mode="zscore")
-    ens.score(images([0, 1]))
-    second = ens.score(images([2, 3]))
-    assert torch.allclose(second, torch.tensor([0.0, 3.0 / math.sqrt(3.5)]))  # pool mean 3, variance 3.5
+def test_aggregate_is_combine_with_the_ensembles_weights_and_mode_over_the_given_set():
+    ens = Ensemble([Table("a", [1, 2, 3, 6]), Table("b", [0, 0, 2, 2])], weights=[2.0, 1.0], mode="zscore")
+    raw = {"b": torch.tensor([0.0, 0.0, 2.0, 2.0]), "a": torch.tensor([1.0, 2.0, 3.0, 6.0])}  # any key order
+    za = [(v - 3.0) / math.sqrt(3.5) for v in (1.0, 2.0, 3.0, 6.0)]
+    expected = torch.tensor([(2 * x + y) / 3 for x, y in zip(za, [-1.0, -1.0, 1.0, 1.0])])
+    assert torch.allclose(ens.aggregate(raw), expected)
+    assert torch.equal(ens.aggregate(raw), combine({"a": raw["a"], "b": raw["b"]}, weights=[2.0, 1.0], mode="zscore"))
+    # the issue's example: over all four, candidates 0 and 2 tie at 5/6 (the search keeps the lower id)
+    rank = Ensemble([Table("A", [0]), Table("B", [0])])
+    out = rank.aggregate({"A": torch.tensor([7.0, 5.0, 9.0, 3.0]), "B": torch.tensor([8.0, 2.0, 4.0, 2.0])})
+    assert torch.allclose(out, torch.tensor([5 / 6, 1 / 4, 5 / 6, 1 / 12]))
+    assert out[0] == out[2]
+    with pytest.raises(VerifierError, match=r"exactly its members \['a', 'b'\]"):
+        ens.aggregate({"a": raw["a"]})
 
 
 def test_each_member_is_called_once_per_chunk_and_batches_itself():

@@ -2,10 +2,10 @@
 
 Ranks use mid-ranks (rank 1 = worst, ties share their mean rank) normalised to a percentile
 ``p = (r - 1) / (N - 1)`` in [0, 1] over a pool of N scores (``p = 0.5`` when N == 1). Z-scores use the
-pool's mean and population standard deviation (0 where the pool is constant). Search scores candidates in
-several calls, so an :class:`Ensemble` ranks every new image against all raw member scores seen since
-:meth:`Ensemble.reset` (the current call included); right after ``reset()`` one call equals
-``combine`` on that batch.
+pool's mean and population standard deviation (0 where the pool is constant). An aggregate is relative to the
+set it is taken over, so an :class:`Ensemble` keeps no state between calls: ``score`` aggregates over its own
+batch, ``member_scores`` gives that call's raw member scores, and a search calls ``aggregate`` on the raw member
+scores of every set it compares (all final candidates; one Search over Paths round), whatever its batch size.
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ def zscores(values: torch.Tensor, pool: Optional[torch.Tensor] = None) -> torch.
     return torch.zeros_like(x) if not std > 0 else (x - mean) / std
 
 
-def _normalise(values: torch.Tensor, pool: Optional[torch.Tensor], mode: str) -> torch.Tensor:
-    return percentiles(values, pool) if mode == "rank" else zscores(values, pool)
+def _normalise(values: torch.Tensor, mode: str) -> torch.Tensor:
+    return percentiles(values) if mode == "rank" else zscores(values)
 
 
 def _check_mode(mode: str) -> str:
@@ -85,7 +85,7 @@ def combine(member_scores: Mapping[str, torch.Tensor], weights: Weights = None, 
     shapes = {n: tuple(s.shape) for n, s in scores.items()}
     if len(set(shapes.values())) != 1 or len(shapes[names[0]]) != 1:
         raise VerifierError(f"member scores must be 1-D tensors of one length; got shapes {shapes}")
-    total = sum(wi * _normalise(scores[n], None, mode) for n, wi in zip(names, w))
+    total = sum(wi * _normalise(scores[n], mode) for n, wi in zip(names, w))
     return (total / sum(w)).float()
 
 
@@ -102,7 +102,7 @@ def unique_names(names: Sequence[str]) -> list[str]:
 
 
 class Ensemble(Verifier):
-    """Several verifiers scored together and aggregated by rank or z-score against a running pool."""
+    """Several verifiers scored together; their raw scores are aggregated by rank or z-score over a set."""
 
     name = "ensemble"
 
@@ -120,16 +120,14 @@ class Ensemble(Verifier):
             raise VerifierError(f"ensemble members need references at different sigmas {sorted(sigmas)}; use one reference sigma")
         self.reference_sigma = sigmas.pop() if sigmas else None
         self.model = torch.nn.ModuleList([v.model for v in self.members])
-        self._pool: dict[str, list[torch.Tensor]] = {}
         self._last: dict[str, torch.Tensor] = {}
 
-    def reset(self) -> None:
-        """Forget the pool of scores seen so far (call at the start of every search)."""
-        self._pool, self._last = {}, {}
-
-    def pool(self) -> dict[str, torch.Tensor]:
-        """All raw member scores seen since `reset()`, in the order scored."""
-        return {n: torch.cat(self._pool[n]) for n in self._pool}
+    def aggregate(self, member_scores: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """`combine` with this ensemble's weights and mode: the scores of one comparable set of candidates."""
+        if sorted(member_scores) != sorted(self.names):
+            raise VerifierError(f"ensemble aggregate needs the raw scores of exactly its members {self.names}, "
+                                f"got {list(member_scores)}")
+        return combine({n: member_scores[n] for n in self.names}, weights=self.weights, mode=self.mode)
 
     def check(self, prompt: Optional[str] = None, references: Optional[torch.Tensor] = None) -> None:
         for member in self.members:
@@ -137,7 +135,7 @@ class Ensemble(Verifier):
 
     @torch.no_grad()
     def score(self, images: torch.Tensor, prompt: Optional[str] = None, references: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Score every member once on this chunk, add the raw scores to the pool, aggregate against the pool."""
+        """Score every member once on these images and aggregate over them alone (see `member_scores`)."""
         self.check(prompt, references)
         raw = {}
         for name, member in zip(self.names, self.members):
@@ -145,14 +143,11 @@ class Ensemble(Verifier):
             if s.shape != (images.shape[0],):
                 raise VerifierError(f"ensemble member '{name}' returned scores of shape {tuple(s.shape)} for {images.shape[0]} images")
             raw[name] = s
-        for name, s in raw.items():
-            self._pool.setdefault(name, []).append(s)
-        pool = self.pool()
-        total = sum(w * _normalise(raw[n], pool[n], self.mode) for n, w in zip(self.names, self.weights))
         self._last = raw
-        return (total / sum(self.weights)).float()
+        return self.aggregate(raw)
 
     def member_scores(self) -> dict:
+        """Raw member scores of the last `score` call, by unique member name."""
         return dict(self._last)
 
     def to(self, device=None, dtype=None) -> "Ensemble":
