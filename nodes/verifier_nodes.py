@@ -170,7 +170,8 @@ class NoiseSearchVerifierEnsemble(io.ComfyNode):
             display_name="Verifier Ensemble",
             category=CATEGORY,
             description="Scores with several verifiers and combines them: rank averages each verifier's percentile "
-                        "among all candidates seen, zscore averages standardised scores (Ma et al., 2025, Sec. 4.1).",
+                        "among all final candidates of the search, zscore averages standardised scores (Ma et al., "
+                        "2025, Sec. 4.1).",
             inputs=[
                 VerifierType.Input("verifier_1", tooltip="First verifier."),
                 VerifierType.Input("verifier_2", tooltip="Second verifier."),

@@ -166,10 +166,14 @@ class Tracker:
         if not self._top:
             raise RuntimeError("internal: the search ended without a final (sigma 0) candidate")
         best, state, noise = self._top[0]
+        notes = list(notes)
+        if len(self._top) < self.top_k:
+            notes.append(f"top_k={self.top_k} is larger than the {len(self._top)} final candidate(s) this search "
+                         f"produced: top_k holds {len(self._top)}")
         return SearchResult(
             algorithm=algorithm, config=dict(config), best=state, best_score=best.score, best_id=best.id,
             best_noise=noise, topk=torch.stack([e[1] for e in self._top]),
             topk_ids=[e[0].id for e in self._top], topk_scores=[e[0].score for e in self._top],
             candidates=list(self.candidates), nfe=self.nfe, nfe_planned=self.nfe_planned, curve=list(self.curve),
-            baseline_score=self._base.score if baseline and self._base is not None else None, notes=list(notes),
+            baseline_score=self._base.score if baseline and self._base is not None else None, notes=notes,
         )

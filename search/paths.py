@@ -83,7 +83,7 @@ def search_over_paths(problem: SearchProblem, *, n: int = 2, m: int = 4, sigma_s
         f"{best.id}) alone does not reproduce the best latent",
     ]
     if (plan.n, plan.m) != (n, m):
-        notes.append(f"budget_nfe={budget_nfe} shrank N={n}, M={m} to N={plan.n}, M={plan.m}")
+        notes.append(f"budget_nfe={budget_nfe} shrank N={n}, M={m} to N={plan.n}, M={plan.m} ({plan.total} NFEs)")
     config = {"n": n, "m": m, "sigma_start": sigma_start, "delta_f": delta_f, "delta_b": delta_b,
               "max_rounds": max_rounds, "budget_nfe": budget_nfe, "top_k": top_k, "n_run": plan.n, "m_run": plan.m,
               "start_step": plan.start, "f_steps": plan.f, "b_steps": plan.b, "rounds_run": len(plan.segments)}

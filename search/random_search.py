@@ -22,6 +22,9 @@ def random_search(problem: SearchProblem, *, n: int = 8, budget_nfe: Optional[in
         noises = [problem.noise(i) for i in ids]
         batch = [Candidate(id=i, parent=None, round=0, kind="initial") for i in ids]
         run.run_chunk(stack_rows(problem, noises), problem.sigmas, batch, final=True, init=noises.__getitem__)
-    notes = [f"candidate i is the plain sample of noise(i) (seed + i with seeded_noise); {plan.n} of n={n} ran"]
+    notes = ["candidate i is the plain sample of noise(i): a stock sampler with seed + i"]
+    if plan.n < n:
+        notes.append(f"budget_nfe={budget_nfe} pays for {plan.n} of the {n} candidates ({plan.unit} NFEs each): "
+                     f"raise budget_nfe to {n * plan.unit} to run them all")
     config = {"n": n, "budget_nfe": budget_nfe, "top_k": top_k, "n_run": plan.n}
     return run.result("random", config, notes)

@@ -52,6 +52,10 @@ def zero_order_search(problem: SearchProblem, *, n: int = 4, rounds: int = 4, st
             angle = base_angle
         else:
             angle = min(2.0 * angle, math.pi / 2)
+    if sum(plan.rounds) < n * rounds:
+        notes.append(f"budget_nfe={budget_nfe} pays for the pivot and {sum(plan.rounds)} of the {n * rounds} "
+                     f"neighbours ({plan.unit} NFEs each): raise budget_nfe to {(1 + n * rounds) * plan.unit} "
+                     f"to run them all")
     notes.append("best_noise is the winner's own initial noise; only candidate 0 is the plain seed "
                  "(neighbours mix the pivot with noise(id) and are not reproducible from a seed alone)")
     config = {"n": n, "rounds": rounds, "step_cos": step_cos, "budget_nfe": budget_nfe, "top_k": top_k,

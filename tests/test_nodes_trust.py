@@ -110,11 +110,12 @@ Node.hidden = types.SimpleNamespace(unique_id="17")
 args = Node.execute(model, positive, negative, empty, 3, 4, 3.0, "euler", "simple", 1.0, vae, handle(Brightness()), "",
                     **dict(SET, candidates=4096, budget_nfe=8, top_k=5, batch_size=8)).args
 report = args[4]
+status = [t for t, node in fake.texts if node == "17"][-1:]
 batch_note = Node.execute(model, positive, negative, empty, 3, 4, 3.0, "euler", "simple", 1.0, vae,
                           handle(Brightness()), "", **dict(SET, candidates=2, batch_size=8)).args[4].all_notes()
 out["notes"] = {"batch_size": batch_note, "report": report.all_notes(), "json": report.to_dict()["notes"],
                 "items": report.to_dict()["items"][0]["notes"], "log": records,
-                "status": [t for t, node in fake.texts if node == "17"][-1:]}
+                "status": status}
 
 # 6. Newer ComfyUI, faked where 0.3.64 lacks it.
 from noise_search.nodes import comfy_search as cs, viewer as viewer_node

@@ -127,8 +127,8 @@ def test_importing_the_package_does_not_import_model_code():
 
 
 def test_ensemble_of_loaded_verifiers(dino_dir, tmp_path):
-    """Real members through the registry: the ensemble needs their union, returns their raw scores, and right after
-    reset its output equals combine() of those scores."""
+    """Real members through the registry: the ensemble needs their union, returns their raw scores, and its output
+    equals combine() of those scores over the batch."""
     clip = make_hf_clip(tmp_path / "clip", seed=1)
     members = [verifiers.load_verifier("dino_classifier", str(dino_dir), target=0),
                verifiers.load_verifier("self_similarity", str(clip)),
