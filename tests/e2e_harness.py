@@ -45,6 +45,18 @@ def comfyui_path() -> Path:
     return path
 
 
+def frontend_args() -> tuple[str, ...]:
+    """`--front-end-root DIR` when NOISE_SEARCH_FRONTEND_ROOT names a frontend build (a `static` folder), else ()."""
+    value = os.environ.get("NOISE_SEARCH_FRONTEND_ROOT")
+    if not value:
+        return ()
+    root = Path(value).expanduser().resolve()
+    if not (root / "index.html").is_file():
+        pytest.fail(f"NOISE_SEARCH_FRONTEND_ROOT={value} has no index.html: point it at a frontend build, e.g. "
+                    f"<pip --target dir>/comfyui_frontend_package/static")
+    return ("--front-end-root", str(root))
+
+
 class PromptRejected(RuntimeError):
     """POST /prompt answered an error (validation failed before anything ran)."""
 
@@ -309,7 +321,7 @@ def start_env(comfyui: Path, base: Path, tiny_sd3: Path) -> ComfyEnv:
     (base / "custom_nodes" / PACK_DIR_NAME).symlink_to(REPO_ROOT, target_is_directory=True)
     (base / "input").mkdir()
     write_input_image(base / "input" / INPUT_IMAGE)
-    server = ComfyServer(comfyui, base)
+    server = ComfyServer(comfyui, base, frontend_args())
     client = server.start()
     if "NoiseSearchSampler" not in client.object_info():
         server.stop()
@@ -532,3 +544,38 @@ def widget_index(node: dict, info: dict, name: str) -> int:
                 return i
             i += 1 + extra_widgets(input_name, spec)
     raise KeyError(name)
+
+
+# ---------------------------------------------------------------- the frontend in headless Chromium
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+# Ready once the backend's node types, the core's own (newer frontends register MarkdownNote after the backend's)
+# and the startup workflow are in: a graph loaded before that may be replaced by the frontend's startup.
+FRONTEND_READY = ("() => { const app = window.comfyAPI?.app?.app, types = window.LiteGraph?.registered_node_types;"
+                  " return !!(app?.canvas && types?.NoiseSearchScoreViewer && types?.MarkdownNote"
+                  " && app.extensionManager?.workflow?.activeWorkflow); }")
+# Stored for the default user before each page load: no first-run dialogs, and the canvas renderer unless a test
+# asks for Vue nodes (the setting persists on the server between pages).
+BASE_SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Workflow.ShowMissingModelsWarning": False,
+                 "Comfy.VueNodes.Enabled": False}
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    """Debian's headless Chromium driven by Playwright; skips with the reason when either is missing."""
+    if not CHROMIUM.is_file():
+        pytest.skip(f"Chromium is not installed at {CHROMIUM}: apt-get install -y chromium")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed: pip install playwright")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def post_settings(url: str, settings: dict) -> None:
+    """Store frontend settings (BASE_SETTINGS overridden by `settings`) for the default user before a page loads."""
+    req = urllib.request.Request(f"{url}/settings", data=json.dumps({**BASE_SETTINGS, **settings}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(req, timeout=30).close()

@@ -3,22 +3,14 @@ widget values untouched, and the frontend's own API conversion equals the one th
 
 from __future__ import annotations
 
-import json
-import urllib.request
-from pathlib import Path
-
 import pytest
 
-from noise_search.tests.e2e_harness import comfy, comfy_env, tiny_sd3_dir  # noqa: F401 (fixtures)
-from noise_search.tests.e2e_harness import FRONTEND_ONLY, WORKFLOWS, load, localize, workflow_to_api
+from noise_search.tests.e2e_harness import chromium, comfy, comfy_env, tiny_sd3_dir  # noqa: F401 (fixtures)
+from noise_search.tests.e2e_harness import (FRONTEND_ONLY, FRONTEND_READY, WORKFLOWS, load, localize, post_settings,
+                                            workflow_to_api)
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.slow]
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-READY = ("() => !!(window.comfyAPI?.app?.app?.graph && "
-         "window.LiteGraph?.registered_node_types?.NoiseSearchSampler)")
 # Load a workflow, then read back what the frontend made of it: the serialized graph and the queued prompt.
 LOAD = """async (workflow) => {
   const app = window.comfyAPI.app.app;
@@ -31,24 +23,15 @@ LOAD = """async (workflow) => {
 
 
 @pytest.fixture(scope="module")
-def page(comfy_env):  # noqa: F811
-    if not CHROMIUM.is_file():
-        pytest.skip(f"Chromium is not installed at {CHROMIUM}: apt-get install -y chromium")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed: pip install playwright")
-    settings = {"Comfy.TutorialCompleted": True, "Comfy.Workflow.ShowMissingModelsWarning": False,
-                "Comfy.Workflow.ShowMissingNodesWarning": True}
-    req = urllib.request.Request(f"{comfy_env.server.url}/settings", data=json.dumps(settings).encode(),
-                                 headers={"Content-Type": "application/json"})
-    urllib.request.urlopen(req, timeout=30).close()
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        page.errors = []
-        page.on("pageerror", lambda e: page.errors.append(str(e)))
-        page.goto(comfy_env.server.url)
-        page.wait_for_function(READY, timeout=120_000)
-        yield page
-        browser.close()
+def page(chromium, comfy_env):  # noqa: F811
+    post_settings(comfy_env.server.url, {"Comfy.Workflow.ShowMissingNodesWarning": True})
+    page = chromium.new_page(viewport={"width": 1400, "height": 900})
+    page.errors = []
+    page.on("pageerror", lambda e: page.errors.append(str(e)))
+    page.goto(comfy_env.server.url)
+    page.wait_for_function(FRONTEND_READY, timeout=120_000)
+    yield page
+    page.close()
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)

@@ -1,6 +1,8 @@
 // Score Viewer: draws a Noise Search report (the node's `ui.noise_search`) on the node itself:
 // the best-score-vs-NFE curve, a sortable candidate gallery and the per-verifier table.
 // Clicking a candidate sets the node's `pick` widget, so the next run outputs it without sampling again.
+// Every note of the report is shown. Works in the canvas and in the Vue ("Nodes 2.0") node renderer, which moves the
+// DOM widget's element into the node's Vue component; what the viewer observes is released in `onRemoved`.
 const { app } = window.comfyAPI.app;
 const { api } = window.comfyAPI.api;
 
@@ -10,10 +12,19 @@ const STYLE = `
 .ns-viewer { box-sizing: border-box; width: 100%; height: 100%; overflow: auto; padding: 6px 8px;
   font: 12px/1.35 system-ui, sans-serif; color: var(--input-text, var(--fg-color, #ddd));
   background: var(--comfy-input-bg, #222); border: 1px solid var(--border-color, #4e4e4e); border-radius: 6px;
-  --ns-best: #e8a912; --ns-pick: #14b8a6; --ns-curve: #3b82f6; --ns-base: #e5534b; }
+  --ns-best: #e8a912; --ns-pick: #14b8a6; --ns-curve: #3b82f6; --ns-base: #e5534b;
+  --ns-note: #3b82f6; --ns-warn: #e8a912; }
 .ns-viewer .ns-empty { color: var(--descrip-text, #999); padding: 8px 2px; }
 .ns-viewer .ns-head { font-weight: 600; margin-bottom: 2px; }
 .ns-viewer .ns-sub { color: var(--descrip-text, #999); margin-bottom: 6px; }
+.ns-viewer .ns-notes { margin: 4px 0 6px; padding: 3px 8px; border-left: 3px solid var(--ns-note);
+  background: color-mix(in srgb, var(--ns-note) 10%, transparent); border-radius: 0 4px 4px 0; }
+.ns-viewer .ns-notes ul { margin: 2px 0; padding-left: 16px; }
+.ns-viewer .ns-notes li { overflow-wrap: anywhere; }
+.ns-viewer .ns-note-item { font-weight: 600; }
+.ns-viewer .ns-hint { color: var(--descrip-text, #999); margin-bottom: 4px; }
+.ns-viewer .ns-pick-warning { margin-bottom: 4px; padding: 3px 8px; border-left: 3px solid var(--ns-warn);
+  background: color-mix(in srgb, var(--ns-warn) 14%, transparent); border-radius: 0 4px 4px 0; overflow-wrap: anywhere; }
 .ns-viewer .ns-bar { display: flex; gap: 6px; align-items: center; margin: 6px 0 4px; flex-wrap: wrap; }
 .ns-viewer .ns-bar .ns-title { font-weight: 600; margin-right: auto; }
 .ns-viewer select, .ns-viewer button { font: inherit; color: inherit; background: var(--comfy-menu-bg, #353535);
@@ -106,6 +117,16 @@ function finalCandidates(data, item) {
   return finals.map((c) => ({ ...c, thumb: thumbs[String(c.id)] }));
 }
 
+// Every note of the report: the run's own first, then each item's (labelled when there are several items).
+function allNotes(data) {
+  const several = data.items.length > 1;
+  const notes = (data.notes ?? []).map((text) => ({ label: "", text }));
+  data.items.forEach((res, i) => {
+    for (const text of res.notes ?? []) notes.push({ label: several ? `batch item ${i}` : "", text });
+  });
+  return notes;
+}
+
 function memberNames(data, res) {
   const names = [...(data.members ?? [])];
   for (const c of res.candidates) for (const m of Object.keys(c.members ?? {})) if (!names.includes(m)) names.push(m);
@@ -121,10 +142,18 @@ class ScoreViewer {
     this.tableSort = { key: "rank", desc: false };
     this.root = el("div", { class: "ns-viewer" }, el("div", { class: "ns-empty" }, "Run the workflow to see the search: scores, curve and candidates."));
     this.width = 0;
-    new ResizeObserver(() => {
+    this.resizeObserver = new ResizeObserver(() => {
       const w = this.root.clientWidth;
       if (this.data && Math.abs(w - this.width) > 4) this.render();
-    }).observe(this.root);
+    });
+    this.resizeObserver.observe(this.root);
+  }
+
+  // Releases what the viewer observes; called when the node leaves the graph.
+  dispose() {
+    this.resizeObserver.disconnect();
+    this.data = null;
+    this.root.replaceChildren();
   }
 
   get pickWidget() {
@@ -163,6 +192,8 @@ class ScoreViewer {
     const sub = el("div", { class: "ns-sub" },
       `verifier ${verifier} · ${res.nfe} NFE (planned ${res.nfe_planned}) · ${res.candidates.length} scored · ${data.seconds} s · pick ${this.pick === -1 ? "best" : this.pick}`);
     const parts = [head, sub];
+    const notes = this.notes(data);
+    if (notes) parts.push(notes);
     if (data.items.length > 1) {
       const select = el("select", { class: "ns-item", onchange: (e) => { this.item = Number(e.target.value); this.render(); } },
         ...data.items.map((_, i) => el("option", { value: i }, `batch item ${i}`)));
@@ -171,6 +202,14 @@ class ScoreViewer {
     }
     parts.push(this.curve(res), this.gallery(finals, members, res), this.table(finals, members, res));
     this.root.replaceChildren(...parts);
+  }
+
+  notes(data) {
+    const notes = allNotes(data);
+    if (!notes.length) return null;
+    return el("div", { class: "ns-notes" }, el("div", { class: "ns-title" }, `Notes (${notes.length})`),
+      el("ul", {}, ...notes.map(({ label, text }) => el("li", { class: "ns-note" },
+        ...(label ? [el("span", { class: "ns-note-item" }, `${label}: `)] : []), String(text)))));
   }
 
   curve(res) {
@@ -252,7 +291,11 @@ class ScoreViewer {
         el("div", {}, el("span", { class: "ns-score" }, fmt(c.score)), ` · id ${c.id}`),
         el("div", { class: "ns-members" }, ...memberLines));
     });
+    const warning = this.data.pick_warning;
+    const hint = el("div", { class: "ns-hint" },
+      `Click a candidate to set pick: the next run outputs it${warning ? "" : " without sampling again"}.`);
     return el("div", {}, el("div", { class: "ns-bar" }, el("span", { class: "ns-title" }, `Candidates (${finals.length})`), "sort", select, dir, best),
+      hint, ...(warning ? [el("div", { class: "ns-pick-warning" }, String(warning))] : []),
       el("div", { class: "ns-gallery" }, ...cards));
   }
 
@@ -288,11 +331,16 @@ app.registerExtension({
       const out = onNodeCreated?.apply(this, arguments);
       this.noiseSearchViewer = new ScoreViewer(this);
       const widget = this.addDOMWidget("noise_search_viewer", "noise_search_viewer", this.noiseSearchViewer.root, {
-        serialize: false, getMinHeight: () => 500,
+        serialize: false, getMinHeight: () => 580,
       });
       widget.serialize = false;
-      this.setSize([Math.max(this.size[0], 640), Math.max(this.size[1], 660)]);
+      this.setSize([Math.max(this.size[0], 640), Math.max(this.size[1], 740)]);
       return out;
+    };
+    const onRemoved = nodeType.prototype.onRemoved;
+    nodeType.prototype.onRemoved = function () {
+      this.noiseSearchViewer?.dispose();
+      return onRemoved?.apply(this, arguments);
     };
     const onExecuted = nodeType.prototype.onExecuted;
     nodeType.prototype.onExecuted = function (message) {
