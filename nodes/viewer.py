@@ -15,8 +15,8 @@ import folder_paths
 from comfy.cli_args import args
 from comfy_api.latest import io
 
-from ..search.render import final_ids, pick_ids, render_report, thumbnail
-from ..search.report import SearchReport
+from ..report import SearchReport
+from ..report.render import final_ids, pick_ids, render_report, thumbnail
 from .types import SearchReportType
 
 THUMB_SIZE = 192

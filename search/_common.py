@@ -127,6 +127,7 @@ class Tracker:
         for c in batch:
             c.nfe = self.nfe
             c.sigma = sigma
+            c.final = final
         if score:
             out = problem.score(x_end if final else x0, sigma, batch)
             values, members = _split_score(out, len(batch), batch, problem.aggregate is not None)

@@ -27,15 +27,13 @@ def search_over_paths(problem: SearchProblem, *, n: int = 2, m: int = 4, sigma_s
                       delta_b=delta_b, max_rounds=max_rounds, budget_nfe=budget_nfe)
     run = Tracker(problem, plan.total, top_k)
     sigmas, steps = problem.sigmas, len(problem.sigmas) - 1
-    root: dict = {}
 
     def init(batch):
-        return lambda row: problem.noise(root[batch[row].id])
+        return lambda row: problem.noise(batch[row].root)
 
     pool = []  # (candidate, state at the current index)
     for ids in chunks(range(plan.n), problem.max_batch):
         batch = [Candidate(id=i, parent=None, round=0, kind="initial") for i in ids]
-        root.update({i: i for i in ids})
         x_end = run.run_chunk(stack_rows(problem, [problem.noise(i) for i in ids]), sigmas[: plan.start + 1],
                               batch, final=False, score=False)
         pool.extend(zip(batch, x_end))
@@ -46,9 +44,8 @@ def search_over_paths(problem: SearchProblem, *, n: int = 2, m: int = 4, sigma_s
         branches = []
         for parent, state in pool:
             for _ in range(plan.m):
-                branches.append((Candidate(id=next_id, parent=parent.id, round=r, kind="path",
-                                           extra={"segment": [lo, hi]}), state))
-                root[next_id] = root[parent.id]
+                branches.append((Candidate(id=next_id, parent=parent.id, round=r, kind="path", root=parent.root,
+                                           from_noise=False, extra={"segment": [lo, hi]}), state))
                 next_id += 1
         scored = []
         for chunk in chunks(branches, problem.max_batch):
@@ -68,8 +65,7 @@ def search_over_paths(problem: SearchProblem, *, n: int = 2, m: int = 4, sigma_s
             batch = []
             for parent, _ in chunk:
                 batch.append(Candidate(id=next_id, parent=parent.id, round=len(plan.segments) + 1, kind="path",
-                                       extra={"segment": [lo, hi]}))
-                root[next_id] = root[parent.id]
+                                       root=parent.root, from_noise=False, extra={"segment": [lo, hi]}))
                 next_id += 1
             run.run_chunk(stack_rows(problem, [state for _, state in chunk]), sigmas[lo: hi + 1], batch,
                           final=True, init=init(batch))
@@ -79,7 +75,7 @@ def search_over_paths(problem: SearchProblem, *, n: int = 2, m: int = 4, sigma_s
         f"schedule: start at step {plan.start} of {steps}, re-noise {plan.f} step(s) up, denoise {plan.b} step(s) "
         f"down, {len(plan.segments)} branching round(s)" + (f", then step {plan.tail[0]} to the end unbranched"
                                                              if plan.tail else ""),
-        f"Search over Paths re-noises mid-way, so best_noise (noise({root[best.id]}), the root of candidate "
+        f"Search over Paths re-noises mid-way, so best_noise (noise({best.root}), the root of candidate "
         f"{best.id}) alone does not reproduce the best latent",
     ]
     if (plan.n, plan.m) != (n, m):

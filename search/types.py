@@ -51,21 +51,37 @@ class SearchProblem:
 
 @dataclass
 class Candidate:
-    """One scored point of the search. `nfe` is the search's cumulative NFEs when this one was scored."""
+    """One scored point of the search; each fact about it is recorded here once, by whoever decides it.
+
+    `root` is the candidate whose initial noise its trajectory started from (itself unless re-noised from a
+    parent, as Search over Paths' branches are); `from_noise` says its rows start as that noise at the schedule
+    start rather than as a partial trajectory; `final` that it was scored on a finished sample; `decode` names
+    the decode that made the image it was scored on (set by the scorer). `nfe` is the search's cumulative NFEs
+    when it was scored.
+    """
 
     id: int
     parent: Optional[int]
     round: int
     kind: str  # "initial" | "neighbour" | "path"
-    sigma: float = 0.0  # noise level its score was taken at (0.0 = final sample)
+    root: Optional[int] = None  # None at creation means itself
+    from_noise: bool = True
+    final: bool = False
+    decode: Optional[str] = None
+    sigma: float = 0.0  # noise level its score was taken at
     nfe: int = 0
     score: Optional[float] = None  # with an aggregate: over all finals (finals) or its round (Paths intermediates)
     members: dict = field(default_factory=dict)  # verifier member name -> raw score
     extra: dict = field(default_factory=dict)  # algorithm facts, JSON-safe (e.g. Zero-Order "cos", Paths "segment")
 
+    def __post_init__(self) -> None:
+        if self.root is None:
+            self.root = self.id
+
     def to_dict(self) -> dict[str, Any]:
         return {
-            "id": self.id, "parent": self.parent, "round": self.round, "kind": self.kind,
+            "id": self.id, "parent": self.parent, "round": self.round, "kind": self.kind, "root": self.root,
+            "from_noise": self.from_noise, "final": self.final, "decode": self.decode,
             "sigma": self.sigma, "nfe": self.nfe, "score": self.score, "members": dict(self.members),
             "extra": dict(self.extra),
         }

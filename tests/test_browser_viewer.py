@@ -14,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from noise_search.search.render import fmt_score
+from noise_search.report.render import fmt_score
 from noise_search.tests.e2e_harness import chromium, comfy_env, tiny_sd3_dir  # noqa: F401 (fixtures)
 from noise_search.tests.e2e_harness import FRONTEND_READY, REPO_ROOT, post_settings
 

@@ -128,7 +128,9 @@ out["custom"] = [max_diff(replay, lat["samples"]), max_diff(plain[0], report.lat
 lat, img, topk, noise, report = search(empty, 8, "euler", algorithm="paths", candidates=2)
 r = report.results[0]
 finals = [c.id for c in r.candidates if c.sigma == 0.0]
-out["paths"] = [r.nfe, r.nfe_planned, sorted(finals) == sorted(report.latents[0]), noise.note is not None]
+best = next(c for c in r.candidates if c.id == r.best_id)
+out["paths"] = [r.nfe, r.nfe_planned, sorted(finals) == sorted(report.latents[0]),
+                bool(torch.equal(noise.noises[0], r.best_noise)) and noise.seed == 8 + best.root and best.root < 2]
 
 # self-similarity style verifier: references are the decoded x0 prediction made closest to flow time 0.4.
 ref_verifier = Brightness(needs={"reference"}, reference_sigma=0.4)

@@ -215,7 +215,7 @@ class ScoreViewer {
   curve(res) {
     const W = Math.max(240, this.root.clientWidth - 20), H = 170;
     const L = 46, R = W - 8, T = 8, B = H - 22;
-    const scored = res.candidates.filter((c) => c.sigma === 0 && Number.isFinite(c.score));
+    const scored = res.candidates.filter((c) => c.final && Number.isFinite(c.score));
     const ys = [...res.curve.map((p) => p[1]), ...scored.map((c) => c.score)];
     if (res.baseline_score != null) ys.push(res.baseline_score);
     let lo = Math.min(...ys), hi = Math.max(...ys);

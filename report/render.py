@@ -14,7 +14,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from .report import SearchReport
-from .types import Candidate, SearchResult
+from ..search.types import Candidate, SearchResult
 
 THEMES = {
     "dark": {
@@ -47,9 +47,8 @@ def fmt_score(s: Optional[float]) -> str:
 
 
 def final_ids(report: SearchReport, item: int) -> list[int]:
-    """Ids of the item's final candidates (those with a stored image/latent), in the order they were scored."""
-    stored = report.latents[item] if item < len(report.latents) else {}
-    return [c.id for c in report.results[item].candidates if c.id in stored]
+    """Ids of the item's final candidates, in the order they were scored."""
+    return [c.id for c in report.results[item].candidates if c.final]
 
 
 def ranked(result: SearchResult, ids: Sequence[int]) -> list[Candidate]:
@@ -166,7 +165,7 @@ def _draw_curve(draw, result: SearchResult, x0, y0, width, t, picked) -> int:
     f, fs = _font(13), _font(11)
     draw.text((x0, y0), "Best score vs NFE", font=f, fill=t["fg"])
     left, top, right, bottom = x0 + 56, y0 + 24, x0 + width - 12, y0 + CURVE_H - 28
-    scored = [c for c in result.candidates if c.sigma == 0 and c.score is not None and math.isfinite(c.score)]
+    scored = [c for c in result.candidates if c.final and c.score is not None and math.isfinite(c.score)]
     ys = [s for _, s in result.curve] + [c.score for c in scored]
     if result.baseline_score is not None:
         ys.append(result.baseline_score)

@@ -5,10 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-import torch
-
-from .types import SearchResult
-
 
 @dataclass
 class SearchReport:

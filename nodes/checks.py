@@ -1,0 +1,87 @@
+"""Everything refused before sampling, each error naming the node, the input and the fix."""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+
+from ..search import BudgetError, estimate_nfe
+from ..verifiers.base import VerifierError
+from .comfy_model import fix_empty_latent, noise_ignored
+from .denoise import ADAPTIVE, function_name
+from .types import LoadedVerifier
+
+
+def check_sampler(node: str, sampler, input_name: str) -> None:
+    """Only k-diffusion samplers (a sampler_function run by KSAMPLER) can be run on arbitrary candidate rows."""
+    fn = getattr(sampler, "sampler_function", None)
+    if not callable(fn) or not isinstance(getattr(sampler, "extra_options", None), dict):
+        raise ValueError(f"{node}: the {input_name} input must be a k-diffusion sampler (KSamplerSelect or one of the "
+                         f"Sampler* nodes); {type(sampler).__name__} runs its own loop, which cannot be searched")
+    if function_name(fn) in ADAPTIVE:
+        raise ValueError(f"{node}: {input_name} dpm_adaptive picks its steps from the model's outputs, so the NFEs of "
+                         f"a candidate cannot be known before running it: choose another sampler")
+
+
+def check_verifier(node: str, handle, prompt: Optional[str]) -> None:
+    if not isinstance(handle, LoadedVerifier):
+        raise ValueError(f"{node}: the verifier input must come from Load Verifier or Verifier Ensemble, "
+                         f"got {type(handle).__name__}")
+    needs_ref = "reference" in handle.verifier.needs
+    try:
+        handle.verifier.check(prompt, torch.zeros(0) if needs_ref else None)
+    except VerifierError as e:
+        raise ValueError(f"{node}: {e}") from e
+
+
+def check_latent(node: str, latent: dict, patcher, vae) -> torch.Tensor:
+    """The latent batch as the stock samplers fix it, refused up front where the search cannot run on it."""
+    samples = latent.get("samples") if isinstance(latent, dict) else None
+    if not isinstance(samples, torch.Tensor) or samples.is_nested:
+        raise ValueError(f"{node}: latent_image is not a single image latent ({type(samples).__name__}): nested "
+                         f"(audio + video) latents cannot be searched; connect an image latent")
+    if samples.shape[0] == 0:
+        raise ValueError(f"{node}: latent_image has 0 items: connect a latent with at least one image "
+                         f"(e.g. Empty Latent Image with batch_size 1)")
+    samples = fix_empty_latent(patcher, latent)
+    if samples.ndim == 5 and samples.shape[2] != 1:
+        raise ValueError(f"{node}: latent_image is a video latent with {samples.shape[2]} frames "
+                         f"{tuple(samples.shape)}: Noise Search scores single images; use an image model and latent")
+    if samples.ndim not in (4, 5):
+        raise ValueError(f"{node}: latent_image has shape {tuple(samples.shape)}; Noise Search needs an image latent "
+                         f"[batch, channels, height, width]")
+    model_channels = patcher.get_model_object("latent_format").latent_channels
+    vae_channels = getattr(vae, "latent_channels", None)
+    if vae_channels is not None and vae_channels != model_channels:
+        raise ValueError(f"{node}: the vae input decodes {vae_channels}-channel latents but the model makes "
+                         f"{model_channels}-channel ones: connect the VAE that belongs to the model (e.g. the "
+                         f"checkpoint's own VAE output)")
+    return samples
+
+
+def check_model(node: str, model_sampling, sigmas: torch.Tensor, samples: torch.Tensor) -> None:
+    """Refuse models whose sampling discards the initial noise: every candidate would be the same image."""
+    if noise_ignored(model_sampling, sigmas[0], samples.shape[1:]):
+        raise ValueError(f"{node}: this model's sampling ({type(model_sampling).__name__}) ignores the initial noise, "
+                         f"so every candidate would be the same image and there is nothing to search: use a plain "
+                         f"sampler for this model")
+
+
+def plan(node: str, settings, sigmas: torch.Tensor, cost: Callable) -> int:
+    """NFEs one latent item will spend; refuses a budget that cannot pay for the smallest run."""
+    try:
+        return estimate_nfe(settings.algorithm, sigmas, cost, settings.budget, **_algorithm_config(settings))
+    except BudgetError as e:
+        unit = cost(sigmas)
+        smallest = estimate_nfe(settings.algorithm, sigmas, cost, None, **_algorithm_config(settings, smallest=True))
+        raise ValueError(
+            f"{node}: budget_nfe={settings.budget_nfe} is too small for {settings.algorithm} search: one candidate "
+            f"over these {len(sigmas) - 1} steps costs {unit} NFEs with this sampler, and the smallest "
+            f"{settings.algorithm} run costs {smallest}. Raise budget_nfe to at least {smallest}, or set it to 0 "
+            f"for no limit.") from e
+
+
+def _algorithm_config(settings, smallest: bool = False) -> dict:
+    config = settings.smallest() if smallest else settings.config()
+    return {k: v for k, v in config.items() if k not in ("budget_nfe", "top_k")}

@@ -1,0 +1,191 @@
+"""ComfyUI -> SearchProblem: a whole noise search runs inside one `guider.sample(...)` call per latent item.
+
+`SearchSampler` is handed to the guider in place of the user's SAMPLER. The guider prepares the model, the
+conditioning and the latent exactly as for a normal run, then calls `SearchSampler.sample`, which integrates
+K candidate rows at a time with the user's sampler function (what KSAMPLER.sample does for one row), decodes
+and scores them, and returns the winner for the guider's usual `process_latent_out`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence
+
+import torch
+
+import comfy.model_management
+import comfy.sampler_helpers
+import comfy.samplers
+
+from ..search import run_search
+from ..search.types import Candidate, SearchProblem, SearchResult
+from .comfy_model import auto_rows, reference_target, renoise_for
+from .denoise import SearchDenoiser, function_name, takes_noise_sampler
+from .noise import ItemNoise
+from .scoring import DECODE, Scorer
+
+
+class SearchSampler(comfy.samplers.Sampler):
+    """A Sampler that runs a noise search (see module docstring); the result is left in `self.result`."""
+
+    def __init__(self, *, sampler, algorithm: str, config: dict, noise: ItemNoise, cost: Callable, scorer: Scorer,
+                 batch_size: int, progress: Optional[Callable] = None):
+        self.user = sampler
+        self.algorithm = algorithm
+        self.config = dict(config)
+        self.noise: ItemNoise = noise
+        self.cost = cost
+        self.scorer = scorer
+        self.batch_size = int(batch_size)
+        self.progress = progress
+        self.result: Optional[SearchResult] = None
+        self.notes: list = []  # what this adapter knows beyond the search (NFE drift, shared sampler noise)
+
+    def max_denoise(self, model_wrap, sigmas):
+        return self.user.max_denoise(model_wrap, sigmas)
+
+    def sample(self, model_wrap, sigmas, extra_args, callback, noise, latent_image=None, denoise_mask=None,
+               disable_pbar=False):
+        run = _Run(self, model_wrap, sigmas, extra_args, noise, latent_image, denoise_mask)
+        problem = SearchProblem(
+            integrate=run.integrate, score=run.score, sigmas=run.sigmas_cpu, noise=self.noise,
+            renoise=renoise_for(run.model_sampling), cost=self.cost,
+            max_batch=self.batch_size or auto_rows(model_wrap, noise.shape), progress=self.progress,
+            device=noise.device, aggregate=getattr(self.scorer.handle.verifier, "aggregate", None))
+        self.result = run_search(self.algorithm, problem, **self.config)
+        self.notes = run.notes()
+        best = self.result.best.unsqueeze(0).to(noise.device)
+        return run.model_sampling.inverse_noise_scaling(sigmas[-1], best)
+
+
+class _Run:
+    """State of one search inside SearchSampler.sample: the guider's model, conds-ready extra_args, latent, mask."""
+
+    def __init__(self, owner: SearchSampler, model_wrap, sigmas, extra_args, noise, latent_image, denoise_mask):
+        self.owner = owner
+        self.model_wrap = model_wrap
+        self.sigmas = sigmas
+        self.sigmas_cpu = sigmas.detach().to("cpu", torch.float32, copy=True)  # samplers may write into theirs
+        self.extra_args = extra_args
+        self.device, self.dtype = noise.device, noise.dtype
+        self.latent_image = latent_image
+        self.denoise_mask = denoise_mask
+        self.model_sampling = model_wrap.inner_model.model_sampling
+        self.max_denoise = owner.max_denoise(model_wrap, sigmas)
+        self.fn = owner.user.sampler_function
+        self.shape = tuple(noise.shape[1:])
+        self.loaded = [model_wrap.model_patcher] + list(getattr(model_wrap, "loaded_models", []))  # as prepare_sampling
+        self.root_noise: dict = {}  # root candidate id -> its initial noise row (kept only for inpainting masks)
+        verifier = owner.scorer.handle.verifier
+        self.needs_reference = "reference" in verifier.needs
+        self.reference_sigma = (reference_target(self.model_sampling, verifier.reference_sigma)
+                                if self.needs_reference else None)
+        self.references: dict = {}  # candidate id -> (|sigma - target|, x0 row on the CPU)
+        self.scored = False
+        self.early_notes: list = []
+        self.mismatch: set = set()
+        module = getattr(self.fn, "__module__", "") or ""
+        if not takes_noise_sampler(self.fn) and not module.startswith("comfy."):
+            self.early_notes.append(f"sampler {function_name(self.fn)} takes no noise_sampler: if it draws random noise, "
+                              f"rows share it and results depend on batch_size")
+
+    def reload(self, rows: int) -> None:
+        """After scoring, load exactly the models sampling loaded, with the memory `rows` candidate rows need."""
+        patcher = self.model_wrap.model_patcher
+        required, minimum = comfy.sampler_helpers.estimate_memory(patcher, (rows,) + self.shape, self.model_wrap.conds)
+        comfy.model_management.load_models_gpu(self.loaded, memory_required=required,
+                                               minimum_memory_required=minimum)
+
+    @staticmethod
+    def rows(t: Optional[torch.Tensor], k: int) -> Optional[torch.Tensor]:
+        """The item's batch-1 latent or mask repeated for k candidate rows."""
+        if t is None:
+            return None
+        return t.expand(k, *t.shape[1:]).contiguous()
+
+    def integrate(self, x: torch.Tensor, sigmas: torch.Tensor, batch: Sequence[Candidate]):
+        k = len(batch)
+        if self.scored:
+            self.reload(k)
+            self.scored = False
+        fresh = {c.from_noise for c in batch}
+        if len(fresh) != 1:
+            raise RuntimeError("internal: a chunk mixes initial noises and partial trajectories")
+        fresh = fresh.pop()
+        x = x.to(self.device, self.dtype)
+        sig = sigmas.to(self.device, copy=True)  # uni_pc writes into the sigmas it is given
+        latent = self.rows(self.latent_image, k)
+        if fresh:
+            if float(sigmas[0]) != float(self.sigmas_cpu[0]):
+                raise RuntimeError("internal: fresh noises must start at the start of the schedule")
+            if self.denoise_mask is not None:
+                self.root_noise.update({c.root: row for c, row in zip(batch, x)})
+            x = self.model_sampling.noise_scaling(sig[0], x, latent, self.max_denoise)
+        else:
+            for c in batch:
+                if c.parent in self.references:
+                    self.references.setdefault(c.id, self.references[c.parent])
+        ids = [c.id for c in batch]
+        model_k = SearchDenoiser(self.model_wrap, self.sigmas, latent, self._inpaint_noise(batch, x),
+                                 on_eval=self._capture(batch) if self.needs_reference else None)
+        extra_args = dict(self.extra_args)
+        extra_args["denoise_mask"] = self.rows(self.denoise_mask, k)
+        kwargs = dict(self.owner.user.extra_options)
+        if takes_noise_sampler(self.fn) and kwargs.get("noise_sampler") is None:
+            kwargs["noise_sampler"] = self.owner.noise.noise_sampler(self.fn, x, sig, ids)
+        x_end = self.fn(model_k, x, sig, extra_args=extra_args, callback=None, disable=True, **kwargs)
+        expected = self.owner.cost(sigmas)
+        if model_k.calls != expected:
+            self.mismatch.add((model_k.calls, expected))
+        if model_k.x0 is None:
+            raise RuntimeError(f"the sampler made no model call over sigmas {sigmas.tolist()}")
+        return x_end, model_k.x0
+
+    def _inpaint_noise(self, batch: Sequence[Candidate], x: torch.Tensor) -> Optional[torch.Tensor]:
+        """What KSAMPLER gives KSamplerX0Inpaint as `noise` (used with a mask only): the initial noise, or a fresh
+        one for samplers with inpaint_options random (ddim)."""
+        if self.denoise_mask is None:
+            return None
+        if getattr(self.owner.user, "inpaint_options", {}).get("random", False):
+            return self.owner.noise.inpaint_noise([c.id for c in batch], x)
+        return torch.stack([self.root_noise[c.root] for c in batch])
+
+    def _capture(self, batch: Sequence[Candidate]) -> Callable:
+        """Keep, per candidate, the x0 prediction made closest to the verifier's reference sigma."""
+        def on_eval(sigma, x0):
+            distance = abs(float(sigma.flatten()[0]) - self.reference_sigma)
+            for c, row in zip(batch, x0):
+                if c.id not in self.references or distance <= self.references[c.id][0]:
+                    self.references[c.id] = (distance, row.detach().to("cpu"))
+        return on_eval
+
+    def user_latent(self, x: torch.Tensor, final: bool) -> torch.Tensor:
+        """Final states or x0 predictions -> the latent space VAE Decode expects."""
+        x = x.to(self.device)
+        if final:
+            x = self.model_sampling.inverse_noise_scaling(self.sigmas[-1], x)
+        return self.model_wrap.inner_model.process_latent_out(x.to(torch.float32))
+
+    def score(self, x: torch.Tensor, sigma: float, batch: Sequence[Candidate]):
+        scorer = self.owner.scorer
+        final = batch[0].final
+        latents = self.user_latent(x, final)
+        images = scorer.decode(latents, batch)
+        references = None
+        if self.needs_reference:
+            refs = torch.stack([self.references[c.id][1] for c in batch])
+            references = scorer.decode(self.model_wrap.inner_model.process_latent_out(refs.to(self.device)), batch)
+        self.scored = True
+        out = scorer.score(images, references)
+        for c in batch:
+            c.decode = DECODE
+        if final:
+            for c, image, latent in zip(batch, images, latents):
+                scorer.images[c.id] = image
+                scorer.latents[c.id] = latent.detach().to("cpu")
+        return out
+
+    def notes(self) -> list[str]:
+        """What this run learnt that the search cannot know: model calls that differ from the dry run."""
+        drift = [f"NFE count drifted: the sampler made {calls} model calls where its dry run counted {expected}"
+                 for calls, expected in sorted(self.mismatch)]
+        return self.early_notes + drift
