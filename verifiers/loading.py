@@ -96,6 +96,19 @@ def find_known(model: str, verifier: Optional[str] = None) -> Optional[KnownMode
     return None
 
 
+def model_source(model: str, verifier: str, fallback: str = "the model's publisher") -> str:
+    """Where `model` comes from, for error messages: the source of the KNOWN_MODELS entry it names (a path counts by
+    its last component, as `resolve` finds it in the model folders), a repo id's Hugging Face page, else `fallback`."""
+    name = Path(model).name
+    known = (find_known(model, verifier) or find_known(model)
+             or next((m for m in known_models(verifier) if Path(m.name).name == name), None))
+    if known is not None:
+        return known.source
+    if model.count("/") == 1 and _is_repo_id(model) and not Path(model).expanduser().exists():
+        return f"https://huggingface.co/{model}"
+    return fallback
+
+
 def set_model_dirs(dirs: Union[str, os.PathLike, Iterable[Union[str, os.PathLike]]]) -> None:
     """Register the folders searched by name (ComfyUI's models/verifiers/ via folder_paths); replaces the list."""
     if isinstance(dirs, (str, os.PathLike)):
