@@ -17,6 +17,7 @@ from .base import VerifierError
 _MODEL_DIRS: list[Path] = []
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 _SNAPSHOT_PATTERNS = ("*.json", "*.txt", "*.safetensors", "*.model")
+_SMALL_FILE_PATTERNS = ("*.json", "*.txt")  # configs, tokenizers and processors in any transformers layout
 _FILE_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".npz")
 
 
@@ -179,7 +180,7 @@ def _download(repo: str, filename: Optional[str], verifier: str) -> Path:
         local_dir = dirs[0] if dirs else None
         return Path(hf_hub_download(repo, filename, cache_dir=hf_cache_dir(), local_dir=local_dir))
     known = find_known(repo, verifier)
-    patterns = list(known.files) if known is not None else list(_SNAPSHOT_PATTERNS)
+    patterns = [*known.files, *_SMALL_FILE_PATTERNS] if known is not None else list(_SNAPSHOT_PATTERNS)
     local_dir = dirs[0] / Path(repo).name if dirs else None
     return Path(snapshot_download(repo, cache_dir=hf_cache_dir(), local_dir=local_dir, allow_patterns=patterns))
 
