@@ -1,5 +1,6 @@
 """Model resolution: explicit path, registered model folders, the Hugging Face cache, opt-in download, errors."""
 
+import fnmatch
 import inspect
 import os
 
@@ -134,6 +135,10 @@ def test_download_targets(tmp_path, monkeypatch):
     assert "model.safetensors" in kw["allow_patterns"] and not any(p.endswith(".h5") for p in kw["allow_patterns"])
     loading._download("laion/CLIP-ViT-H-14-laion2B-s32B-b79K", None, "pickscore_processor")
     assert "model.safetensors" not in calls[-1][1]["allow_patterns"]
+    for repo, kind in (("openai/clip-vit-large-patch14", "clip_score"), ("facebook/dinov2-small", "self_similarity"),
+                       ("laion/CLIP-ViT-H-14-laion2B-s32B-b79K", "pickscore_processor")):
+        loading._download(repo, None, kind)  # a repo re-saved by transformers 5 has processor_config.json
+        assert any(fnmatch.fnmatch("processor_config.json", p) for p in calls[-1][1]["allow_patterns"]), repo
     assert loading._download("xswu/HPSv2", "HPS_v2.1_compressed.pt", "hpsv2") == tmp_path / "HPS_v2.1_compressed.pt"
     assert calls[-1][2]["local_dir"] == tmp_path / "models"
 

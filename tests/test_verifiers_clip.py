@@ -219,8 +219,23 @@ def test_incomplete_hf_folder_names_the_missing_files(models, tmp_path):
     shutil.copytree(models["hf"], broken)
     (broken / "preprocessor_config.json").unlink()
     (broken / "model.safetensors").unlink()
-    with pytest.raises(VerifierError, match=r"lacks model\.safetensors .*preprocessor_config\.json"):
+    with pytest.raises(VerifierError, match=r"broken lacks model\.safetensors \(or pytorch_model\.bin\)"):
         clip.load_clip_score(str(broken))
+    shutil.copyfile(models["hf"] / "model.safetensors", broken / "model.safetensors")
+    with pytest.raises(VerifierError, match=r"broken has no image processor: expected preprocessor_config\.json "
+                                            r"\(or processor_config\.json"):
+        clip.load_clip_score(str(broken))
+
+
+def test_hf_folder_without_tokenizer_files(models, tmp_path):
+    """transformers 5 builds an empty tokenizer from config.json alone: its size gives it away."""
+    import shutil
+    folder = tmp_path / "no_tokenizer"
+    shutil.copytree(models["hf"], folder)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json"):
+        (folder / name).unlink(missing_ok=True)
+    with pytest.raises(VerifierError, match=r"no_tokenizer.*expected .*tokenizer\.json or vocab\.json \+ merges\.txt"):
+        clip.load_clip_score(str(folder))
 
 
 def test_bad_options_name_the_option(models):

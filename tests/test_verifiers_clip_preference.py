@@ -1,6 +1,7 @@
 """Aesthetic (LAION MLP), PickScore and HPSv2 on tiny real-format checkpoints, against independent computations."""
 
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -148,8 +149,13 @@ def test_pickscore_batching_and_processor_errors(models, tmp_path):
     finally:
         loading.set_model_dirs(saved)
     assert "preprocessor_config.json" in str(err.value) and str(tmp_path) in str(err.value)
-    with pytest.raises(VerifierError, match="tokenizer.json or vocab.json"):
-        load_pickscore(str(models["pick"]), processor=None)  # PickScore_v1 itself ships no tokenizer
+    with pytest.raises(VerifierError, match="pick has no image processor: expected preprocessor_config.json"):
+        load_pickscore(str(models["pick"]), processor=None)  # PickScore_v1 itself ships no processor files
+    image_only = tmp_path / "image_only"
+    image_only.mkdir()
+    shutil.copyfile(models["proc"] / "preprocessor_config.json", image_only / "preprocessor_config.json")
+    with pytest.raises(VerifierError, match="image_only has no tokenizer: expected tokenizer.json or vocab.json"):
+        load_pickscore(str(models["pick"]), processor=str(image_only))
 
 
 # --- HPSv2 --------------------------------------------------------------------------------------------------------

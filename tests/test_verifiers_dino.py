@@ -9,7 +9,8 @@ import torch
 
 from noise_search.tests.tiny_models import build_module
 from noise_search.verifiers.base import VerifierError
-from noise_search.verifiers.dino import DINOV2_PREPROCESS, folder_preprocess, load_dino_classifier, resolve_target
+from noise_search.verifiers.dino import DINOV2_PREPROCESS, SOURCE, load_dino_classifier, resolve_target
+from noise_search.verifiers.hf import image_preprocess
 from noise_search.verifiers.loading import set_model_dirs
 
 LABELS = {
@@ -59,7 +60,7 @@ def test_preprocessing_matches_the_checkpoints_image_processor(dino_dir, shape):
     from transformers import AutoImageProcessor
 
     x = smooth_images(2, *shape)
-    ours = folder_preprocess(dino_dir, DINOV2_PREPROCESS)(x)
+    ours = image_preprocess(dino_dir, "dino_classifier", SOURCE, DINOV2_PREPROCESS)(x)
     ref = AutoImageProcessor.from_pretrained(str(dino_dir))(
         images=list(x.permute(0, 3, 1, 2)), do_rescale=False, return_tensors="pt")["pixel_values"]
     assert ours.shape == ref.shape == (2, 3, 224, 224)
@@ -75,7 +76,7 @@ def test_preprocessing_is_close_to_the_pil_processor(dino_dir):
     from transformers import AutoImageProcessor
 
     x = (smooth_images(1, 300, 400) * 255).round() / 255
-    ours = folder_preprocess(dino_dir, DINOV2_PREPROCESS)(x)
+    ours = image_preprocess(dino_dir, "dino_classifier", SOURCE, DINOV2_PREPROCESS)(x)
     pil = Image.fromarray((x[0] * 255).round().byte().numpy())
     ref = AutoImageProcessor.from_pretrained(str(dino_dir), backend="pil")(images=[pil], return_tensors="pt")["pixel_values"]
     grey = 1 / 255 / 0.224

@@ -4,8 +4,13 @@ Stable helpers (import as `from noise_search.tests.tiny_models import ...`):
   clip_bpe_vocab()                          -> (vocab dict, merges list): a small valid CLIP byte-level BPE vocab
   make_hf_clip(folder, seed=0, ...)         -> folder: CLIPModel + tokenizer + image processor via save_pretrained
   make_hf_processor(folder, ...)            -> folder: tokenizer + image processor only (PickScore's processor)
+  clip_tokenizer()                          -> a CLIPTokenizer over clip_bpe_vocab()
+  save_as_processor(folder, image_processor, tokenizer=None) -> folder: processor_config.json as transformers 5 writes
+  make_hf_dinov2(folder, seed=0, labels=None, ...) -> folder: Dinov2Model (or ...ForImageClassification) + processor
+  make_hf_siglip(folder, seed=0, ...)       -> folder: SiglipModel + SiglipImageProcessor (or SiglipProcessor)
   register_tiny_open_clip(name=TINY_OPEN_CLIP, config=None) -> name: a tiny open_clip architecture, registered once
   make_open_clip_checkpoint(path, seed=0, ...) -> path: an open_clip state dict (.pt/.bin/.safetensors)
+  make_open_clip_folder(folder, seed=0)     -> folder: open_clip_config.json + open_clip_model.safetensors
   make_aesthetic_mlp(path, input_dim, seed=0)  -> path: the LAION aesthetic MLP state dict (layers.0 ... layers.7)
   make_hf_cache_repo(cache_dir, repo_id, files) -> snapshot folder laid out like the Hugging Face hub cache
   random_images(n, height, width, seed=0)   -> [n, H, W, 3] floats in 0..1 (ComfyUI IMAGE)
@@ -77,19 +82,53 @@ def build_module(factory, seed: int) -> torch.nn.Module:
     return _fill(module, seed)
 
 
-def make_hf_processor(folder: Union[str, Path], image_size: int = 32, shortest_edge: Optional[int] = None) -> Path:
-    """Save a CLIP tokenizer (vocab.json, merges.txt, tokenizer.json ...) and CLIPImageProcessor to `folder`."""
-    from transformers import CLIPImageProcessor, CLIPTokenizer
+def clip_tokenizer():
+    """A CLIPTokenizer over `clip_bpe_vocab()` (built in a temporary folder, as from_pretrained needs files)."""
+    from transformers import CLIPTokenizer
+
+    vocab, merges = clip_bpe_vocab()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+        (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+        (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "CLIPTokenizer", "model_max_length": 77}))
+        return CLIPTokenizer.from_pretrained(str(folder))
+
+
+def save_as_processor(folder: Union[str, Path], image_processor, tokenizer=None) -> Path:
+    """Save through a processor's save_pretrained, as transformers 5 writes it: processor_config.json with the image
+    processor nested (CLIPProcessor with a tokenizer, else a processor holding the image processor alone)."""
+    from transformers import CLIPProcessor, ProcessorMixin
+
+    class ImageOnlyProcessor(ProcessorMixin):
+        attributes = ["image_processor"]
+        image_processor_class = "AutoImageProcessor"
+
+        def __init__(self, image_processor):
+            super().__init__(image_processor)
+
+    processor = ImageOnlyProcessor(image_processor) if tokenizer is None else CLIPProcessor(image_processor, tokenizer)
+    processor.save_pretrained(str(folder))
+    return Path(folder)
+
+
+def make_hf_processor(folder: Union[str, Path], image_size: int = 32, shortest_edge: Optional[int] = None,
+                      as_processor: bool = False) -> Path:
+    """Save a CLIP tokenizer and CLIPImageProcessor to `folder`: as the hub repos lay them out (vocab.json,
+    merges.txt, tokenizer.json ..., preprocessor_config.json), or `as_processor` (`save_as_processor`)."""
+    from transformers import CLIPImageProcessor
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    image_processor = CLIPImageProcessor(size={"shortest_edge": shortest_edge or image_size},
+                                         crop_size={"height": image_size, "width": image_size})
+    if as_processor:
+        return save_as_processor(folder, image_processor, clip_tokenizer())
     vocab, merges = clip_bpe_vocab()
     (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
-    (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "CLIPTokenizer", "model_max_length": 77}))
-    CLIPTokenizer.from_pretrained(str(folder)).save_pretrained(str(folder))
-    CLIPImageProcessor(size={"shortest_edge": shortest_edge or image_size},
-                       crop_size={"height": image_size, "width": image_size}).save_pretrained(str(folder))
+    clip_tokenizer().save_pretrained(str(folder))
+    image_processor.save_pretrained(str(folder))
     return folder
 
 
@@ -106,16 +145,59 @@ def hf_clip_config(image_size: int = 32, projection_dim: int = 16):
 
 
 def make_hf_clip(folder: Union[str, Path], seed: int = 0, image_size: int = 32, projection_dim: int = 16,
-                 with_processor: bool = True) -> Path:
-    """A tiny CLIPModel saved with save_pretrained (config.json + model.safetensors), plus tokenizer and processor."""
+                 with_processor: bool = True, as_processor: bool = False) -> Path:
+    """A tiny CLIPModel saved with save_pretrained (config.json + model.safetensors), plus tokenizer and processor
+    (`make_hf_processor`)."""
     from transformers import CLIPModel
 
     folder = Path(folder)
     model = build_module(lambda: CLIPModel(hf_clip_config(image_size, projection_dim)), seed)
     model.save_pretrained(str(folder))
     if with_processor:
-        make_hf_processor(folder, image_size)
+        make_hf_processor(folder, image_size, as_processor=as_processor)
     return folder
+
+
+TINY_VIT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
+IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+
+
+def make_hf_dinov2(folder: Union[str, Path], seed: int = 0, labels: Optional[dict] = None, image_size: int = 56,
+                   shortest_edge: int = 64, image_mean: list = IMAGENET_MEAN, as_processor: bool = False) -> Path:
+    """A tiny Dinov2Model, or Dinov2ForImageClassification with `labels` ({index: text}), and its BitImageProcessor
+    (preprocessor_config.json as the hub repos ship it, or `as_processor`)."""
+    from transformers import BitImageProcessor, Dinov2Config, Dinov2ForImageClassification, Dinov2Model
+
+    extra = {}
+    if labels is not None:
+        extra = dict(num_labels=len(labels), id2label=labels, label2id={v: k for k, v in labels.items()},
+                     architectures=["Dinov2ForImageClassification"])
+    cfg = Dinov2Config(**TINY_VIT, patch_size=14, image_size=image_size, **extra)
+    build_module(lambda: (Dinov2Model if labels is None else Dinov2ForImageClassification)(cfg), seed).save_pretrained(folder)
+    image_processor = BitImageProcessor(size={"shortest_edge": shortest_edge},
+                                        crop_size={"height": image_size, "width": image_size},
+                                        image_mean=image_mean, image_std=IMAGENET_STD)
+    if as_processor:
+        return save_as_processor(folder, image_processor)
+    image_processor.save_pretrained(folder)
+    return Path(folder)
+
+
+def make_hf_siglip(folder: Union[str, Path], seed: int = 0, image_size: int = 48, image_mean: list = (0.5, 0.5, 0.5),
+                   as_processor: bool = False) -> Path:
+    """A tiny SiglipModel and its SiglipImageProcessor (preprocessor_config.json, or `as_processor`: a SiglipProcessor
+    with the tiny CLIP tokenizer, whose save_pretrained writes processor_config.json under transformers 5)."""
+    from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel, SiglipProcessor
+
+    vision = dict(**TINY_VIT, image_size=image_size, patch_size=16)
+    text = dict(**TINY_VIT, vocab_size=64, max_position_embeddings=16, bos_token_id=1, eos_token_id=2, pad_token_id=2)
+    build_module(lambda: SiglipModel(SiglipConfig(vision_config=vision, text_config=text)), seed).save_pretrained(folder)
+    image_processor = SiglipImageProcessor(size={"height": image_size, "width": image_size}, image_mean=list(image_mean))
+    if as_processor:
+        SiglipProcessor(image_processor=image_processor, tokenizer=clip_tokenizer()).save_pretrained(str(folder))
+    else:
+        image_processor.save_pretrained(folder)
+    return Path(folder)
 
 
 def register_tiny_open_clip(name: str = TINY_OPEN_CLIP, config: Optional[dict] = None) -> str:
@@ -153,6 +235,15 @@ def make_open_clip_checkpoint(path: Union[str, Path], seed: int = 0, wrap_state_
     else:
         torch.save({"state_dict": state} if wrap_state_dict else state, str(path))
     return path
+
+
+def make_open_clip_folder(folder: Union[str, Path], seed: int = 0) -> Path:
+    """An open_clip folder as open_clip's push_to_hub writes it: open_clip_config.json + open_clip_model.safetensors."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_OPEN_CLIP_CONFIG, "preprocess_cfg": {}}))
+    make_open_clip_checkpoint(folder / "open_clip_model.safetensors", seed)
+    return folder
 
 
 def make_aesthetic_mlp(path: Union[str, Path], input_dim: int = 16, seed: int = 0) -> Path:

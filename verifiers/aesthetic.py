@@ -13,6 +13,7 @@ import torch
 
 from .base import Verifier, VerifierError
 from .clip import ClipBackbone, load_clip_backbone, model_source, take_options
+from .files import read_weights
 from .loading import resolve
 
 _LINEARS = (0, 2, 4, 6, 7)  # nn.Sequential indices of the Linear layers; Dropouts sit at 1, 3, 5
@@ -41,12 +42,9 @@ class AestheticMLP(torch.nn.Module):
         return self.layers(embeddings)
 
 
-def load_mlp_state(path: Path) -> dict:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        state = load_file(str(path))
-    else:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
+def load_mlp_state(path: Path, source: str) -> dict:
+    """The MLP's state dict from .pth/.pt/.bin or .safetensors; a damaged or foreign file is a VerifierError."""
+    state = read_weights(path, "aesthetic", source)
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     expected = {f"layers.{i}.{p}" for i in _LINEARS for p in ("weight", "bias")}
@@ -93,11 +91,11 @@ def load_aesthetic(model: str = "sac+logos+ava1-l14-linearMSE.pth", *, allow_dow
     clip_arch (for an open_clip checkpoint file as clip_model), batch_size."""
     opts = take_options("aesthetic", options,
                         {"clip_model": "openai/clip-vit-large-patch14", "clip_arch": None, "batch_size": 16})
-    path = resolve(model, verifier="aesthetic", expect=MLP_EXPECT, source=model_source(model, "aesthetic"),
-                   allow_download=allow_download)
+    source = model_source(model, "aesthetic")
+    path = resolve(model, verifier="aesthetic", expect=MLP_EXPECT, source=source, allow_download=allow_download)
     if not path.is_file():
         raise VerifierError(f"verifier 'aesthetic': {path} is a folder; expected {MLP_EXPECT}")
-    head = mlp_from_state(load_mlp_state(path))
+    head = mlp_from_state(load_mlp_state(path, source))
     clip = load_clip_backbone(opts["clip_model"], verifier="aesthetic", arch=opts["clip_arch"],
                               allow_download=allow_download)
     dim = clip.embed_dim

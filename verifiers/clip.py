@@ -13,16 +13,19 @@ from typing import Any, Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 
+from . import hf, loading
 from .base import Verifier, VerifierError
-from .loading import find_known, resolve
+from .files import check_json_files, check_weights, damaged, read_json
+from .loading import resolve
 from .preprocess import ImagePreprocess
 
 HF = "hf"
 OPEN_CLIP = "open_clip"
 CLIP_EXPECT = ("a CLIP model: a Hugging Face CLIP folder (config.json, model.safetensors or pytorch_model.bin, "
-               "tokenizer files, preprocessor_config.json), an open_clip folder (open_clip_config.json and weights), "
-               "or an open_clip checkpoint file (.safetensors/.pt/.pth/.bin) together with the option 'arch'")
-PROCESSOR_EXPECT = "a CLIP processor folder (preprocessor_config.json and tokenizer files)"
+               "tokenizer files, preprocessor_config.json or processor_config.json), an open_clip folder "
+               "(open_clip_config.json and weights), or an open_clip checkpoint file (.safetensors/.pt/.pth/.bin) "
+               "together with the option 'arch'")
+PROCESSOR_EXPECT = "a CLIP processor folder (preprocessor_config.json or processor_config.json, and tokenizer files)"
 DEFAULT_TEMPLATES = ("a photo of a {}.", "a good photo of a {}.", "a photo of the {}.", "an image of a {}.")
 _CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 
@@ -112,56 +115,58 @@ class _TextCache:
         return self._value
 
 
-def _hf_folder_problems(folder: Path, need_weights: bool, need_processor: bool) -> list[str]:
-    missing = []
-    if need_weights:
-        if not (folder / "config.json").is_file():
-            missing.append("config.json")
-        if not any((folder / f).is_file() for f in ("model.safetensors", "pytorch_model.bin")):
-            missing.append("model.safetensors (or pytorch_model.bin)")
-    if need_processor:
-        if not ((folder / "tokenizer.json").is_file() or (folder / "vocab.json").is_file()):
-            missing.append("tokenizer.json or vocab.json + merges.txt")
-        if not (folder / "preprocessor_config.json").is_file():
-            missing.append("preprocessor_config.json")
-    return missing
+def _load_hf(folder: Path, processor_folder: Path, verifier: str, source: str, processor_source: str) -> ClipBackbone:
+    """A transformers CLIPModel; its tokenizer and image processor come from `processor_folder` (often `folder`)."""
+    from transformers import CLIPModel
 
-
-def _load_hf(folder: Path, processor_folder: Path, verifier: str) -> ClipBackbone:
-    from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
-
-    missing = _hf_folder_problems(folder, True, processor_folder == folder)
+    hf.read_config(folder, verifier, source, ("clip",), "a CLIP model (CLIPModel)")
     if processor_folder != folder:
-        missing += [f"{m} (in the processor folder {processor_folder})"
-                    for m in _hf_folder_problems(processor_folder, False, True)]
-    if missing:
-        raise VerifierError(f"verifier '{verifier}': the CLIP folder {folder} lacks {', '.join(missing)}")
-    net = CLIPModel.from_pretrained(str(folder)).float()
-    tokenizer = AutoTokenizer.from_pretrained(str(processor_folder))
-    preprocess = ImagePreprocess.from_hf(CLIPImageProcessor.from_pretrained(str(processor_folder)))
+        check_json_files(processor_folder, verifier, processor_source)
+    weights = hf.weights_file(folder, verifier, source)
+    preprocess = hf.image_preprocess(processor_folder, verifier, processor_source)
+    net = hf.load_model(CLIPModel, folder, weights, verifier, source)
+    tokenizer = hf.tokenizer(processor_folder, verifier, processor_source, net.config.text_config.vocab_size)
     return ClipBackbone(net, HF, tokenizer, preprocess)
 
 
-def _load_open_clip(name: str, checkpoint: Optional[Path], verifier: str, preprocess: dict) -> ClipBackbone:
+def _open_clip_folder(folder: Path, verifier: str, source: str) -> None:
+    """An open_clip folder needs open_clip_config.json with 'model_cfg' and readable weights (open_clip would
+    otherwise build the model with random weights)."""
+    path = folder / "open_clip_config.json"
+    cfg = read_json(path, verifier, source)
+    if not isinstance(cfg, dict) or "model_cfg" not in cfg:
+        raise damaged(verifier, path, "lacks the key 'model_cfg' (the open_clip architecture)", source)
+    weights = sorted(p for p in folder.iterdir() if p.suffix in _CHECKPOINT_SUFFIXES and p.is_file())
+    if not weights:
+        raise VerifierError(f"verifier '{verifier}': the open_clip folder {folder} has no weights "
+                            f"(open_clip_model.safetensors or open_clip_pytorch_model.bin); get them from {source}")
+    for w in weights:
+        check_weights(w, verifier, source)
+
+
+def _load_open_clip(name: str, checkpoint: Optional[Path], verifier: str, preprocess: dict,
+                    source: str) -> ClipBackbone:
     import open_clip
 
+    if checkpoint is not None:
+        check_weights(checkpoint, verifier, source)
     try:
         net = open_clip.create_model(name, pretrained=str(checkpoint) if checkpoint else None,
                                      force_preprocess_cfg=preprocess or None)
     except RuntimeError as e:
-        what = f"checkpoint {checkpoint}" if checkpoint else f"open_clip model {name}"
-        raise VerifierError(f"verifier '{verifier}': cannot load {what} as open_clip '{name}': {e}. "
+        if checkpoint is None:
+            folder = name[len("local-dir:"):]
+            raise VerifierError(f"verifier '{verifier}': the weights of the open_clip folder {folder} do not fit its "
+                                f"open_clip_config.json: {e}. Re-download the folder from {source}") from e
+        raise VerifierError(f"verifier '{verifier}': cannot load checkpoint {checkpoint} as open_clip '{name}': {e}. "
                             f"Set the option 'arch' to the checkpoint's architecture") from e
     return ClipBackbone(net, OPEN_CLIP, open_clip.get_tokenizer(name), ImagePreprocess.from_open_clip(net))
 
 
 def model_source(model: str, verifier: str) -> str:
-    """Where `model` comes from, for error messages: the KNOWN_MODELS source, else a guessed HF URL."""
-    known = find_known(model, verifier) or find_known(model)
-    if known is not None:
-        return known.source
-    return f"https://huggingface.co/{model}" if model.count("/") == 1 and not Path(model).is_absolute() else \
-        "the model's publisher (a Hugging Face repo or an open_clip checkpoint)"
+    """Where a CLIP-family `model` comes from, for error messages."""
+    return loading.model_source(model, verifier,
+                                "the model's publisher (a Hugging Face repo or an open_clip checkpoint)")
 
 
 def load_clip_backbone(model: str, *, verifier: str = "clip", arch: Optional[str] = None,
@@ -173,8 +178,8 @@ def load_clip_backbone(model: str, *, verifier: str = "clip", arch: Optional[str
     `preprocess` overrides open_clip's preprocess_cfg (e.g. {"resize_mode": "longest"}); `expect` describes the
     wanted files in the not-found error.
     """
-    path = resolve(model, verifier=verifier, expect=expect, source=model_source(model, verifier),
-                   allow_download=allow_download)
+    source = model_source(model, verifier)
+    path = resolve(model, verifier=verifier, expect=expect, source=source, allow_download=allow_download)
     if arch is not None:
         import open_clip
         if arch not in open_clip.list_models():
@@ -186,16 +191,19 @@ def load_clip_backbone(model: str, *, verifier: str = "clip", arch: Optional[str
         if arch is None:
             raise VerifierError(f"verifier '{verifier}': {path.name} is an open_clip checkpoint file; set the option "
                                 f"'arch' to its architecture (e.g. ViT-L-14, ViT-H-14)")
-        return _load_open_clip(arch, path, verifier, preprocess or {})
+        return _load_open_clip(arch, path, verifier, preprocess or {}, source)
     if (path / "open_clip_config.json").is_file() and not (path / "config.json").is_file():
-        return _load_open_clip(f"local-dir:{path}", None, verifier, preprocess or {})
+        _open_clip_folder(path, verifier, source)
+        return _load_open_clip(f"local-dir:{path}", None, verifier, preprocess or {}, source)
     if arch is not None:
         raise VerifierError(f"verifier '{verifier}': option 'arch' applies to open_clip checkpoint files, but {path} "
                             f"is a folder; leave 'arch' empty for Hugging Face CLIP folders")
-    proc = path if processor is None else resolve(
-        processor, verifier=f"{verifier}_processor", expect=PROCESSOR_EXPECT,
-        source=model_source(processor, f"{verifier}_processor"), allow_download=allow_download)
-    return _load_hf(path, proc, verifier)
+    if processor is None:
+        return _load_hf(path, path, verifier, source, source)
+    processor_source = model_source(processor, f"{verifier}_processor")
+    proc = resolve(processor, verifier=f"{verifier}_processor", expect=PROCESSOR_EXPECT, source=processor_source,
+                   allow_download=allow_download)
+    return _load_hf(path, proc, verifier, source, processor_source)
 
 
 def take_options(verifier: str, options: dict, defaults: dict) -> dict:

@@ -1,37 +1,28 @@
 """DINOv2 linear-head ImageNet classifier as a verifier: log-probability of a target class (Oquab et al., 2023).
 
-Images are preprocessed in torch on the model's device as the checkpoint's `preprocessor_config.json` says (for
+Images are preprocessed in torch on the model's device as the checkpoint's image processor says (for
 DINOv2: resize the shortest edge to 256 bicubic, center crop 224, ImageNet mean/std), see `preprocess.py`.
 """
 
 from __future__ import annotations
 
 import difflib
-import json
 from pathlib import Path
 from typing import Optional, Union
 
 import torch
 
+from . import hf
 from .base import Verifier, VerifierError
-from .loading import resolve
+from .loading import model_source, resolve
 from .preprocess import ImagePreprocess
 
 DEFAULT_MODEL = "facebook/dinov2-small-imagenet1k-1-layer"
 SOURCE = "https://huggingface.co/facebook/dinov2-small-imagenet1k-1-layer"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-# BitImageProcessor as DINOv2 checkpoints configure it, for folders without preprocessor_config.json
+# BitImageProcessor as DINOv2 checkpoints configure it, for folders without an image processor
 DINOV2_PREPROCESS = ImagePreprocess(size=(224, 224), mean=IMAGENET_MEAN, std=IMAGENET_STD, shortest_edge=256)
-
-
-def folder_preprocess(folder: Path, default: ImagePreprocess) -> ImagePreprocess:
-    """The folder's own image processor (preprocessor_config.json) in torch; the family's `default` without one."""
-    if not (Path(folder) / "preprocessor_config.json").is_file():
-        return default
-    from transformers import AutoImageProcessor
-
-    return ImagePreprocess.from_hf(AutoImageProcessor.from_pretrained(str(folder), local_files_only=True))
 
 
 def _synonyms(label: str) -> list[str]:
@@ -94,27 +85,16 @@ def _folder(path: Path) -> Path:
     return path.parent if path.is_file() else path
 
 
-def check_architecture(folder: Path, verifier: str, wanted: tuple[str, ...], model_types: tuple[str, ...]) -> dict:
+def check_architecture(folder: Path, verifier: str, wanted: tuple[str, ...], model_types: tuple[str, ...],
+                       source: str) -> dict:
     """Read config.json and make sure it is the kind of checkpoint the verifier loads, before any weights are read."""
-    path = folder / "config.json"
-    if not path.is_file():
-        raise VerifierError(f"verifier '{verifier}': {folder} has no config.json; expected a Hugging Face model folder ({', '.join(wanted)})")
-    cfg = json.loads(path.read_text())
+    cfg = hf.read_config(folder, verifier, source, model_types, f"a {' or '.join(wanted)} model")
     archs = cfg.get("architectures") or []
-    if cfg.get("model_type") not in model_types or not set(archs) & set(wanted):
-        raise VerifierError(
-            f"verifier '{verifier}': {folder} holds a '{cfg.get('model_type')}' model with architectures {archs}; "
-            f"expected one of {list(wanted)}")
+    if not set(archs) & set(wanted):
+        raise VerifierError(f"verifier '{verifier}': {folder / 'config.json'} describes a '{cfg.get('model_type')}' "
+                            f"model with architectures {archs}; expected one of {list(wanted)}. Put such a model's "
+                            f"folder there, e.g. from {source}")
     return cfg
-
-
-def load_weights(cls, folder: Path, verifier: str) -> torch.nn.Module:
-    """`cls.from_pretrained` in float32, failing if any weight of `cls` is missing from the checkpoint."""
-    model, info = cls.from_pretrained(str(folder), local_files_only=True, output_loading_info=True)
-    if info.get("missing_keys"):
-        missing = sorted(info["missing_keys"])
-        raise VerifierError(f"verifier '{verifier}': the checkpoint in {folder} lacks weights {missing[:5]}{' ...' if len(missing) > 5 else ''} of {cls.__name__}")
-    return model.float().eval()
 
 
 def load_dino_classifier(model: str = DEFAULT_MODEL, *, allow_download: bool = False, target: Union[int, str, None] = None,
@@ -125,11 +105,14 @@ def load_dino_classifier(model: str = DEFAULT_MODEL, *, allow_download: bool = F
                             f"its options are batch_size, target")
     from transformers import Dinov2ForImageClassification
 
-    path = resolve(model, verifier="dino_classifier", source=SOURCE, allow_download=allow_download,
-                   expect="a Hugging Face folder (config.json, model.safetensors or pytorch_model.bin, preprocessor_config.json) "
-                          "of a Dinov2ForImageClassification model")
+    source = model_source(model, "dino_classifier", SOURCE)
+    path = resolve(model, verifier="dino_classifier", source=source, allow_download=allow_download,
+                   expect="a Hugging Face folder (config.json, model.safetensors or pytorch_model.bin, "
+                          "preprocessor_config.json or processor_config.json) of a Dinov2ForImageClassification model")
     folder = _folder(path)
-    cfg = check_architecture(folder, "dino_classifier", ("Dinov2ForImageClassification",), ("dinov2",))
+    cfg = check_architecture(folder, "dino_classifier", ("Dinov2ForImageClassification",), ("dinov2",), source)
     index = resolve_target(target, cfg.get("id2label") or {})
-    net = load_weights(Dinov2ForImageClassification, folder, "dino_classifier")
-    return DinoClassifier(net, folder_preprocess(folder, DINOV2_PREPROCESS), index, batch_size)
+    weights = hf.weights_file(folder, "dino_classifier", source)
+    preprocess = hf.image_preprocess(folder, "dino_classifier", source, DINOV2_PREPROCESS)
+    net = hf.load_model(Dinov2ForImageClassification, folder, weights, "dino_classifier", source)
+    return DinoClassifier(net, preprocess, index, batch_size)

@@ -17,6 +17,7 @@ from .base import VerifierError
 _MODEL_DIRS: list[Path] = []
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 _SNAPSHOT_PATTERNS = ("*.json", "*.txt", "*.safetensors", "*.model")
+_SMALL_FILE_PATTERNS = ("*.json", "*.txt")  # configs, tokenizers and processors in any transformers layout
 _FILE_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".npz")
 
 
@@ -96,6 +97,19 @@ def find_known(model: str, verifier: Optional[str] = None) -> Optional[KnownMode
     return None
 
 
+def model_source(model: str, verifier: str, fallback: str = "the model's publisher") -> str:
+    """Where `model` comes from, for error messages: the source of the KNOWN_MODELS entry it names (a path counts by
+    its last component, as `resolve` finds it in the model folders), a repo id's Hugging Face page, else `fallback`."""
+    name = Path(model).name
+    known = (find_known(model, verifier) or find_known(model)
+             or next((m for m in known_models(verifier) if Path(m.name).name == name), None))
+    if known is not None:
+        return known.source
+    if model.count("/") == 1 and _is_repo_id(model) and not Path(model).expanduser().exists():
+        return f"https://huggingface.co/{model}"
+    return fallback
+
+
 def set_model_dirs(dirs: Union[str, os.PathLike, Iterable[Union[str, os.PathLike]]]) -> None:
     """Register the folders searched by name (ComfyUI's models/verifiers/ via folder_paths); replaces the list."""
     if isinstance(dirs, (str, os.PathLike)):
@@ -166,7 +180,7 @@ def _download(repo: str, filename: Optional[str], verifier: str) -> Path:
         local_dir = dirs[0] if dirs else None
         return Path(hf_hub_download(repo, filename, cache_dir=hf_cache_dir(), local_dir=local_dir))
     known = find_known(repo, verifier)
-    patterns = list(known.files) if known is not None else list(_SNAPSHOT_PATTERNS)
+    patterns = [*known.files, *_SMALL_FILE_PATTERNS] if known is not None else list(_SNAPSHOT_PATTERNS)
     local_dir = dirs[0] / Path(repo).name if dirs else None
     return Path(snapshot_download(repo, cache_dir=hf_cache_dir(), local_dir=local_dir, allow_patterns=patterns))
 

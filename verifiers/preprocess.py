@@ -49,7 +49,9 @@ class ImagePreprocess:
     @classmethod
     def from_hf(cls, processor: Any) -> "ImagePreprocess":
         """From a transformers image processor of the CLIP kind (CLIP, Bit/DINOv2, SigLIP; PIL or torchvision
-        backend, transformers 4 or 5): shortest-edge resize + centre crop, or a fixed-size squash."""
+        backend, transformers 4 or 5), or a processor holding one: shortest-edge resize + centre crop, or a
+        fixed-size squash."""
+        processor = getattr(processor, "image_processor", processor)
         def get(obj, key):
             return obj.get(key) if isinstance(obj, dict) else getattr(obj, key, None)
 

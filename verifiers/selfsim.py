@@ -7,16 +7,16 @@ output) and CLIP (open_clip or HF, projected image embedding via `clip.load_clip
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
+from . import hf
 from .base import Verifier, VerifierError
-from .dino import DINOV2_PREPROCESS, folder_preprocess, load_weights
-from .loading import find_known, resolve
+from .dino import DINOV2_PREPROCESS
+from .loading import model_source, resolve
 from .preprocess import ImagePreprocess
 
 BACKBONES = ("clip", "dinov2", "siglip")
@@ -24,9 +24,11 @@ DEFAULT_MODEL = "facebook/dinov2-small"
 REFERENCE_SIGMA = 0.4
 _MODEL_TYPES = {"dinov2": "dinov2", "siglip": "siglip", "siglip_vision_model": "siglip",
                 "clip": "clip", "clip_vision_model": "clip"}
-EXPECT = ("a Hugging Face folder (config.json, model.safetensors, preprocessor_config.json) of a DINOv2 "
-          "(Dinov2Model), SigLIP (SiglipModel or SiglipVisionModel) or CLIP model, or an open_clip checkpoint "
-          "with the option 'arch'")
+SOURCES = ("https://huggingface.co/facebook/dinov2-small (DINOv2), "
+           "https://huggingface.co/google/siglip-base-patch16-224 (SigLIP)")
+EXPECT = ("a Hugging Face folder (config.json, model.safetensors, preprocessor_config.json or processor_config.json) "
+          "of a DINOv2 (Dinov2Model), SigLIP (SiglipModel or SiglipVisionModel) or CLIP model, or an open_clip "
+          "checkpoint with the option 'arch'")
 
 
 class VisionFeatures(torch.nn.Module):
@@ -66,49 +68,45 @@ class SelfSimilarity(Verifier):
         return (self.model.encode_images(images) * self.model.encode_images(references)).sum(dim=-1)
 
 
-def _config(folder: Path) -> Optional[dict]:
+def _config(folder: Path, source: str) -> Optional[dict]:
     path = folder / "config.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    return hf.config_dict(path, "self_similarity", source) if path.is_file() else None
 
 
-def infer_backbone(path: Path) -> str:
+def infer_backbone(path: Path, source: str = SOURCES) -> str:
     """The backbone a checkpoint holds: config.json's model_type for HF folders, CLIP for open_clip files/folders."""
     if path.is_file() or (path / "open_clip_config.json").is_file():
         return "clip"
-    cfg = _config(path)
+    cfg = _config(path, source)
     kind = _MODEL_TYPES.get(cfg.get("model_type")) if cfg else None
     if kind is None:
-        found = f"model_type '{cfg.get('model_type')}'" if cfg else "no config.json"
+        found = f"{path / 'config.json'} says model_type '{cfg.get('model_type')}'" if cfg else "no config.json"
         raise VerifierError(f"verifier 'self_similarity': cannot tell the backbone of {path} ({found}); expected {EXPECT}, "
                             f"or set the option 'backbone' to one of {', '.join(BACKBONES)}")
     return kind
 
 
-def _source(model: str) -> str:
-    known = find_known(model, "self_similarity")
-    if known is not None:
-        return known.source
-    if model.count("/") == 1 and not Path(model).expanduser().is_absolute() and not Path(model).exists():
-        return f"https://huggingface.co/{model}"
-    return "https://huggingface.co/facebook/dinov2-small (DINOv2), https://huggingface.co/google/siglip-base-patch16-224 (SigLIP)"
-
-
 def _siglip_default(cfg: dict) -> ImagePreprocess:
-    """SiglipImageProcessor's defaults at the checkpoint's resolution, for folders without preprocessor_config.json."""
+    """SiglipImageProcessor's defaults at the checkpoint's resolution, for folders without an image processor."""
     size = int((cfg.get("vision_config") or cfg).get("image_size", 224))
     return ImagePreprocess(size=(size, size), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), resize_mode="squash", do_crop=False)
 
 
-def _load_hf_vision(folder: Path, kind: str) -> VisionFeatures:
+def _load_hf_vision(folder: Path, kind: str, source: str) -> VisionFeatures:
     from transformers import Dinov2Model, SiglipVisionModel
 
-    cfg = _config(folder) or {}
-    if _MODEL_TYPES.get(cfg.get("model_type")) != kind:
-        raise VerifierError(f"verifier 'self_similarity': backbone '{kind}' was asked for, but {folder} holds a "
-                            f"'{cfg.get('model_type')}' model; set 'backbone' to auto or to the model's family")
+    cfg = hf.read_config(folder, "self_similarity", source, tuple(_MODEL_TYPES), "a DINOv2, SigLIP or CLIP model")
+    if _MODEL_TYPES[cfg["model_type"]] != kind:
+        raise VerifierError(f"verifier 'self_similarity': backbone '{kind}' was asked for, but "
+                            f"{folder / 'config.json'} says it holds a '{cfg['model_type']}' model; set 'backbone' "
+                            f"to auto or to the model's family")
+    weights = hf.weights_file(folder, "self_similarity", source)
     if kind == "dinov2":
-        return VisionFeatures(load_weights(Dinov2Model, folder, "self_similarity"), folder_preprocess(folder, DINOV2_PREPROCESS))
-    return VisionFeatures(load_weights(SiglipVisionModel, folder, "self_similarity"), folder_preprocess(folder, _siglip_default(cfg)))
+        net_class, default = Dinov2Model, DINOV2_PREPROCESS
+    else:
+        net_class, default = SiglipVisionModel, _siglip_default(cfg)
+    preprocess = hf.image_preprocess(folder, "self_similarity", source, default)
+    return VisionFeatures(hf.load_model(net_class, folder, weights, "self_similarity", source), preprocess)
 
 
 def load_self_similarity(model: str = DEFAULT_MODEL, *, allow_download: bool = False, backbone: str = "auto",
@@ -121,10 +119,11 @@ def load_self_similarity(model: str = DEFAULT_MODEL, *, allow_download: bool = F
         raise VerifierError(f"verifier 'self_similarity': option 'batch_size' must be a positive integer, got {batch_size!r}")
     if backbone not in ("auto", *BACKBONES):
         raise VerifierError(f"verifier 'self_similarity': unknown backbone '{backbone}'; use auto, {', '.join(BACKBONES)}")
-    path = resolve(model, verifier="self_similarity", expect=EXPECT, source=_source(model), allow_download=allow_download)
+    source = model_source(model, "self_similarity", SOURCES)
+    path = resolve(model, verifier="self_similarity", expect=EXPECT, source=source, allow_download=allow_download)
     if path.is_file() and (path.parent / "config.json").is_file():
         path = path.parent  # a weights file inside an HF folder
-    kind = infer_backbone(path) if backbone == "auto" else backbone
+    kind = infer_backbone(path, source) if backbone == "auto" else backbone
     if kind == "clip":
         from .clip import load_clip_backbone
 
@@ -132,5 +131,5 @@ def load_self_similarity(model: str = DEFAULT_MODEL, *, allow_download: bool = F
     else:
         if arch is not None:
             raise VerifierError(f"verifier 'self_similarity': option 'arch' is for open_clip checkpoints, not the {kind} backbone")
-        net = _load_hf_vision(path, kind)
+        net = _load_hf_vision(path, kind, source)
     return SelfSimilarity(net, kind, batch_size)
