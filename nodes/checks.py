@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 
-from ..search import BudgetError, estimate_nfe
 from ..verifiers.base import VerifierError
 from .comfy_model import fix_empty_latent, noise_ignored
 from .denoise import ADAPTIVE, function_name
@@ -66,22 +65,3 @@ def check_model(node: str, model_sampling, sigmas: torch.Tensor, samples: torch.
         raise ValueError(f"{node}: this model's sampling ({type(model_sampling).__name__}) ignores the initial noise, "
                          f"so every candidate would be the same image and there is nothing to search: use a plain "
                          f"sampler for this model")
-
-
-def plan(node: str, settings, sigmas: torch.Tensor, cost: Callable) -> int:
-    """NFEs one latent item will spend; refuses a budget that cannot pay for the smallest run."""
-    try:
-        return estimate_nfe(settings.algorithm, sigmas, cost, settings.budget, **_algorithm_config(settings))
-    except BudgetError as e:
-        unit = cost(sigmas)
-        smallest = estimate_nfe(settings.algorithm, sigmas, cost, None, **_algorithm_config(settings, smallest=True))
-        raise ValueError(
-            f"{node}: budget_nfe={settings.budget_nfe} is too small for {settings.algorithm} search: one candidate "
-            f"over these {len(sigmas) - 1} steps costs {unit} NFEs with this sampler, and the smallest "
-            f"{settings.algorithm} run costs {smallest}. Raise budget_nfe to at least {smallest}, or set it to 0 "
-            f"for no limit.") from e
-
-
-def _algorithm_config(settings, smallest: bool = False) -> dict:
-    config = settings.smallest() if smallest else settings.config()
-    return {k: v for k, v in config.items() if k not in ("budget_nfe", "top_k")}

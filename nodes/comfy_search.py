@@ -12,7 +12,7 @@ import comfy.utils
 
 from ..report import SearchReport
 from ..search.types import SearchResult
-from .checks import check_latent, check_model, check_sampler, check_verifier, plan
+from .checks import check_latent, check_model, check_sampler, check_verifier
 from .comfy_model import item_mask, stock_latent_out
 from .denoise import NfeCounter, takes_noise_sampler
 from .guider_bridge import SearchSampler
@@ -31,13 +31,12 @@ def run_node_search(*, node: str, node_id: Optional[str], guider, sampler, sampl
     sigmas = sigmas.detach().to("cpu", torch.float32, copy=True).flatten()
     if len(sigmas) < 2:
         raise ValueError(f"{node}: the schedule has no steps (sigmas {sigmas.tolist()}): raise steps or denoise")
-    settings.check(len(sigmas) - 1)
     patcher = guider.model_patcher
     samples = check_latent(node, latent, patcher, vae)
     model_sampling = patcher.get_model_object("model_sampling")
     check_model(node, model_sampling, sigmas, samples)
     cost = NfeCounter(sampler, model_sampling, patcher)
-    planned = plan(node, settings, sigmas, cost)
+    planned = settings.plan(sigmas, cost)
     items = samples.shape[0]
     notes = settings.notes()
     pbar = comfy.utils.ProgressBar(planned * items)

@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import inspect
-import re
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable
 
+import torch
 from comfy_api.latest import io
 
-from ..search import ALGORITHMS
-from ..search.budget import paths_schedule
+from ..search import ALGORITHMS, BudgetError, SettingError, estimate_nfe
 from .types import SearchReportType, VerifierType
 
-ALGORITHM_NAMES = ["random", "zero_order", "paths"]
+ALGORITHM_NAMES = list(ALGORITHMS)
+# node input -> the search parameter it sets, for the algorithms that read it (declared once for config and errors)
+PARAMS = {
+    "random": {"candidates": "n"},
+    "zero_order": {"candidates": "n", "zo_rounds": "rounds", "zo_step_cos": "step_cos"},
+    "paths": {"candidates": "n", "paths_branches": "m", "paths_sigma_start": "sigma_start",
+              "paths_delta_f": "delta_f", "paths_delta_b": "delta_b", "paths_max_rounds": "max_rounds"},
+}
+COMMON = {"budget_nfe": "budget_nfe", "top_k": "top_k"}
+INPUT_NAMES = {param: name for table in (*PARAMS.values(), COMMON) for name, param in table.items()}
+SMALLEST = {"rounds": 0, "m": 1}  # with n = 1: each algorithm's cheapest run
 
 
 def _default(algorithm: str, name: str):
@@ -26,8 +35,6 @@ PATHS_M = _default("paths", "m")
 PATHS_SIGMA_START = _default("paths", "sigma_start")
 PATHS_DELTA_F = _default("paths", "delta_f")
 PATHS_DELTA_B = _default("paths", "delta_b")
-_SEARCH_NAMES = {"sigma_start": "paths_sigma_start", "delta_f": "paths_delta_f", "delta_b": "paths_delta_b",
-                 "max_rounds": "paths_max_rounds"}
 
 
 def search_inputs() -> list:
@@ -87,7 +94,8 @@ def search_outputs() -> list:
 
 @dataclass
 class SearchSettings:
-    """The shared inputs as the node received them; `config()` turns them into search keyword arguments."""
+    """The shared inputs as the node received them; `config()` turns them into search keyword arguments and
+    `plan()` checks them all through the search's own validation."""
 
     node: str  # display name, for error messages
     algorithm: str = "random"
@@ -106,46 +114,37 @@ class SearchSettings:
     def error(self, message: str) -> ValueError:
         return ValueError(f"{self.node}: {message}")
 
-    @property
-    def budget(self) -> Optional[int]:
-        return int(self.budget_nfe) if self.budget_nfe else None
-
-    def check(self, steps: int) -> None:
-        """Raise a ValueError naming the input and the fix for any setting the search would reject."""
-        if self.algorithm not in ALGORITHM_NAMES:
+    def config(self) -> dict:
+        """Keyword arguments of the chosen algorithm (budget and top_k included); 0 means none for the budget and
+        for paths_max_rounds."""
+        if self.algorithm not in PARAMS:
             raise self.error(f"algorithm '{self.algorithm}' is unknown: choose one of {', '.join(ALGORITHM_NAMES)}")
-        for name in ("candidates", "top_k"):
-            if int(getattr(self, name)) < 1:
-                raise self.error(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.budget_nfe < 0 or self.batch_size < 0:
-            raise self.error("budget_nfe and batch_size must be >= 0 (0 = no limit / auto)")
-        if self.algorithm == "zero_order":
-            if self.zo_rounds < 0:
-                raise self.error(f"zo_rounds must be >= 0, got {self.zo_rounds}")
-            if not 0.0 <= self.zo_step_cos < 1.0:
-                raise self.error(f"zo_step_cos must be in [0, 1) (1 would never move), got {self.zo_step_cos}: "
-                                 f"use e.g. {ZO_STEP_COS}")
-        if self.algorithm == "paths":
-            self._check_paths(steps)
+        config = {param: getattr(self, name) for name, param in (PARAMS[self.algorithm] | COMMON).items()}
+        config["budget_nfe"] = int(self.budget_nfe) or None
+        if "max_rounds" in config:
+            config["max_rounds"] = int(config["max_rounds"]) or None
+        return config
 
-    def _check_paths(self, steps: int) -> None:
-        if self.paths_branches < 1:
-            raise self.error(f"paths_branches must be at least 1, got {self.paths_branches}")
-        if self.paths_max_rounds < 0:
-            raise self.error(f"paths_max_rounds must be >= 0 (0 = until sigma 0), got {self.paths_max_rounds}")
-        if not 0.0 < self.paths_sigma_start <= 1.0:
-            raise self.error(f"paths_sigma_start must be in (0, 1] (1 = pure noise), got {self.paths_sigma_start}")
-        if self.paths_delta_f <= 0 or self.paths_delta_b <= 0:
-            raise self.error("paths_delta_f and paths_delta_b must be > 0")
-        if self.paths_delta_b <= self.paths_delta_f:
-            raise self.error(
-                f"paths_delta_b ({self.paths_delta_b}) must be larger than paths_delta_f ({self.paths_delta_f}), "
-                f"or paths never get closer to a clean image: raise paths_delta_b or lower paths_delta_f")
+    def plan(self, sigmas: torch.Tensor, cost: Callable) -> int:
+        """NFEs one latent item will spend; every bad setting is refused with its input's name and the fix."""
+        if self.batch_size < 0:
+            raise self.error(f"batch_size must be >= 0 (0 = auto), got {self.batch_size}")
         try:
-            paths_schedule(steps, sigma_start=self.paths_sigma_start, delta_f=self.paths_delta_f,
-                           delta_b=self.paths_delta_b, max_rounds=self.paths_max_rounds or None)
-        except ValueError as e:
-            raise self.error(rename_search_inputs(str(e))) from e
+            return estimate_nfe(self.algorithm, sigmas, cost, **self.config())
+        except SettingError as e:
+            raise self.error(e.render(INPUT_NAMES)) from e
+        except BudgetError as e:
+            unit = cost(sigmas)
+            smallest = estimate_nfe(self.algorithm, sigmas, cost, **self.smallest())
+            raise self.error(
+                f"budget_nfe={self.budget_nfe} is too small for {self.algorithm} search: one candidate over these "
+                f"{len(sigmas) - 1} steps costs {unit} NFEs with this sampler, and the smallest {self.algorithm} run "
+                f"costs {smallest}. Raise budget_nfe to at least {smallest}, or set it to 0 for no limit.") from e
+
+    def smallest(self) -> dict:
+        """The config of the cheapest run of the algorithm (what a budget must at least pay for)."""
+        small = self.config() | {"n": 1, "budget_nfe": None}
+        return small | {k: v for k, v in SMALLEST.items() if k in small}
 
     def notes(self) -> list[str]:
         """What the node runs anyway but the user should know: settings that have no effect as given."""
@@ -154,28 +153,3 @@ class SearchSettings:
             return [f"batch_size={self.batch_size} is larger than the {together} candidates {self.algorithm} search "
                     f"runs together: at most {together} rows go to the model at once"]
         return []
-
-    def config(self) -> dict:
-        """Keyword arguments of the chosen algorithm (budget and top_k included)."""
-        common = {"n": int(self.candidates), "budget_nfe": self.budget, "top_k": int(self.top_k)}
-        if self.algorithm == "zero_order":
-            return common | {"rounds": int(self.zo_rounds), "step_cos": float(self.zo_step_cos)}
-        if self.algorithm == "paths":
-            return common | {"m": int(self.paths_branches), "sigma_start": float(self.paths_sigma_start),
-                             "delta_f": float(self.paths_delta_f), "delta_b": float(self.paths_delta_b),
-                             "max_rounds": int(self.paths_max_rounds) or None}
-        return common
-
-    def smallest(self) -> dict:
-        """The config of the cheapest run of the algorithm (what a budget must at least pay for)."""
-        small = self.config() | {"n": 1, "budget_nfe": None}
-        if self.algorithm == "zero_order":
-            small["rounds"] = 0
-        if self.algorithm == "paths":
-            small["m"] = 1
-        return small
-
-
-def rename_search_inputs(message: str) -> str:
-    """Name the node inputs (paths_delta_b, ...) where a search error names the algorithm's parameters."""
-    return re.sub(r"\b(" + "|".join(_SEARCH_NAMES) + r")\b", lambda m: _SEARCH_NAMES[m.group(1)], message)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .budget import BudgetError, estimate_nfe
+from .budget import BudgetError, SettingError, estimate_nfe
 from .noise import RENOISE, renoise_flow, renoise_ve, seeded_noise, sphere_neighbour
 from .paths import search_over_paths
 from .random_search import random_search
@@ -19,12 +19,12 @@ ALGORITHMS: dict[str, Callable[..., SearchResult]] = {
 def run_search(algorithm: str, problem: SearchProblem, **config) -> SearchResult:
     """Run the named algorithm ("random", "zero_order", "paths") with its keyword hyperparameters."""
     if algorithm not in ALGORITHMS:
-        raise ValueError(f"unknown search algorithm {algorithm!r}; valid: {', '.join(sorted(ALGORITHMS))}")
+        raise SettingError("algorithm", f"unknown search {{algorithm}} {algorithm!r}; valid: {', '.join(sorted(ALGORITHMS))}")
     return ALGORITHMS[algorithm](problem, **config)
 
 
 __all__ = [
-    "ALGORITHMS", "BudgetError", "Candidate", "RENOISE", "SearchProblem", "SearchResult", "estimate_nfe",
+    "ALGORITHMS", "BudgetError", "Candidate", "SettingError", "RENOISE", "SearchProblem", "SearchResult", "estimate_nfe",
     "random_search", "renoise_flow", "renoise_ve", "run_search", "search_over_paths", "seeded_noise",
     "sphere_neighbour", "zero_order_search",
 ]

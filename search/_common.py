@@ -7,6 +7,7 @@ from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 import torch
 
+from .budget import check_top_k
 from .types import Candidate, SearchProblem, SearchResult
 
 Tensor = torch.Tensor
@@ -21,8 +22,7 @@ def chunks(items: Sequence, size: int) -> Iterator[Sequence]:
 def check_problem(problem: SearchProblem, top_k: int) -> None:
     if isinstance(problem.max_batch, bool) or int(problem.max_batch) != problem.max_batch or problem.max_batch < 1:
         raise ValueError(f"SearchProblem.max_batch must be an integer >= 1, got {problem.max_batch!r}")
-    if isinstance(top_k, bool) or int(top_k) != top_k or top_k < 1:
-        raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
+    check_top_k(top_k)
 
 
 def stack_rows(problem: SearchProblem, rows: Iterable[Tensor]) -> Tensor:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import inspect
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Mapping, Optional
 
 import torch
 
@@ -16,6 +16,23 @@ from .types import Cost
 
 Tensor = torch.Tensor
 NfeFn = Callable[[Tensor], int]
+
+
+class SettingError(ValueError):
+    """A search parameter the algorithm cannot run with. `text` writes parameter names as {name}, so a caller
+    (a node) can render the message with its own input names; str() uses the parameter names themselves."""
+
+    def __init__(self, param: str, text: str):
+        self.param, self.text = param, text
+        super().__init__(self.render({}))
+
+    def render(self, names: Mapping[str, str]) -> str:
+        return self.text.format_map(_Names(names))
+
+
+class _Names(dict):
+    def __missing__(self, key: str) -> str:
+        return key
 
 
 class BudgetError(ValueError):
@@ -35,14 +52,27 @@ def _check_sigmas(sigmas: Tensor) -> int:
     return len(sigmas) - 1
 
 
+def check_step_cos(step_cos: float) -> None:
+    """Zero-Order's neighbour cosine: 1 would never move, below 0 points away from the pivot."""
+    if not 0.0 <= step_cos < 1.0:
+        raise SettingError("step_cos", f"{{step_cos}} must be in [0, 1) (1 would not move), got {step_cos}")
+
+
+def check_top_k(top_k: int) -> None:
+    if isinstance(top_k, bool) or int(top_k) != top_k or top_k < 1:
+        raise SettingError("top_k", f"{{top_k}} must be an integer >= 1, got {top_k!r}")
+
+
 def _check_budget(budget_nfe: Optional[int]) -> None:
     if budget_nfe is not None and (isinstance(budget_nfe, bool) or int(budget_nfe) != budget_nfe):
-        raise ValueError(f"budget_nfe must be an integer or None, got {budget_nfe!r}")
+        raise SettingError("budget_nfe", f"{{budget_nfe}} must be an integer or None, got {budget_nfe!r}")
+    if budget_nfe is not None and budget_nfe < 0:
+        raise SettingError("budget_nfe", f"{{budget_nfe}} must be >= 0, got {budget_nfe}")
 
 
 def _positive(name: str, value: int) -> int:
     if isinstance(value, bool) or int(value) != value or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        raise SettingError(name, f"{{{name}}} must be an integer >= 1, got {value!r}")
     return int(value)
 
 
@@ -87,7 +117,7 @@ def plan_zero_order(nfe: NfeFn, sigmas: Tensor, *, n: int, rounds: int,
     _check_budget(budget_nfe)
     n = _positive("n", n)
     if isinstance(rounds, bool) or int(rounds) != rounds or rounds < 0:
-        raise ValueError(f"rounds must be an integer >= 0, got {rounds!r}")
+        raise SettingError("rounds", f"{{rounds}} must be an integer >= 0, got {rounds!r}")
     unit = nfe(sigmas)
     neighbours = n * int(rounds)
     if budget_nfe is not None:
@@ -118,27 +148,28 @@ def paths_schedule(steps: int, *, sigma_start: float, delta_f: float, delta_b: f
                    max_rounds: Optional[int]) -> tuple:
     """Map the paper's normalized times onto schedule indices: (start, f, b, segments, tail). Rounds half up."""
     if not 0.0 < sigma_start <= 1.0:
-        raise ValueError(f"sigma_start must be in (0, 1] (1 = pure noise, 0 = clean), got {sigma_start}")
+        raise SettingError("sigma_start", f"{{sigma_start}} must be in (0, 1] (1 = pure noise, 0 = clean), "
+                                          f"got {sigma_start}")
     if delta_f <= 0 or delta_b <= 0:
-        raise ValueError(f"delta_f and delta_b must be > 0, got delta_f={delta_f}, delta_b={delta_b}")
+        raise SettingError("delta_f" if delta_f <= 0 else "delta_b",
+                           f"{{delta_f}} and {{delta_b}} must be > 0, got {delta_f} and {delta_b}")
     if max_rounds is not None and (isinstance(max_rounds, bool) or int(max_rounds) != max_rounds or max_rounds < 0):
-        raise ValueError(f"max_rounds must be an integer >= 0 or None, got {max_rounds!r}")
+        raise SettingError("max_rounds", f"{{max_rounds}} must be an integer >= 0 or None, got {max_rounds!r}")
     start = _half_up((1.0 - sigma_start) * steps)
     f = max(1, _half_up(delta_f * steps))
     b = _half_up(delta_b * steps)
     if b <= f:
-        raise ValueError(
-            f"Search over Paths needs delta_b > delta_f on the schedule: with {steps} steps delta_f={delta_f} is "
-            f"{f} step(s) forward and delta_b={delta_b} is {b} step(s) back, so paths would never advance. "
-            f"Increase delta_b, decrease delta_f or use more steps."
-        )
+        raise SettingError("delta_b",
+            f"Search over Paths needs {{delta_b}} > {{delta_f}} on the schedule: with {steps} steps {{delta_f}}="
+            f"{delta_f} is {f} step(s) forward and {{delta_b}}={delta_b} is {b} step(s) back, so paths would never "
+            f"advance. Increase {{delta_b}}, decrease {{delta_f}} or use more steps.")
     if start >= steps:
-        raise ValueError(f"sigma_start={sigma_start} starts at step {start} of {steps}: no steps left to search; raise it.")
+        raise SettingError("sigma_start", f"{{sigma_start}}={sigma_start} starts at step {start} of {steps}: no "
+                                          f"steps left to search; raise it.")
     if start < f:
-        raise ValueError(
-            f"sigma_start={sigma_start} starts at step {start} of {steps}, less than the {f} step(s) delta_f re-noises "
-            f"back: lower sigma_start to at most {1 - f / steps:.4g} or lower delta_f."
-        )
+        raise SettingError("sigma_start",
+            f"{{sigma_start}}={sigma_start} starts at step {start} of {steps}, less than the {f} step(s) "
+            f"{{delta_f}} re-noises back: lower {{sigma_start}} to at most {1 - f / steps:.4g} or lower {{delta_f}}.")
     segments, i = [], start
     while i < steps and (max_rounds is None or len(segments) < max_rounds):
         lo = i - f
@@ -179,19 +210,26 @@ def plan_paths(nfe: NfeFn, sigmas: Tensor, *, n: int, m: int, sigma_start: float
 
 
 _PLANS = {"random": plan_random, "zero_order": plan_zero_order, "paths": plan_paths}
+_CHECKS = {"step_cos": check_step_cos, "top_k": check_top_k}  # parameters no plan needs, checked all the same
 
 
 def estimate_nfe(algorithm: str, sigmas: Tensor, cost: Optional[Cost] = None, budget_nfe: Optional[int] = None,
                  **config) -> int:
-    """Exactly the NFEs ``run_search(algorithm, ...)`` with this schedule, cost, budget and config will spend."""
+    """Exactly the NFEs ``run_search(algorithm, ...)`` with this schedule, cost, budget and config will spend.
+
+    Checks every setting on the way: the one validation path for search settings (SettingError, BudgetError).
+    """
     from . import ALGORITHMS
 
     if algorithm not in ALGORITHMS:
-        raise ValueError(f"unknown search algorithm {algorithm!r}; valid: {', '.join(sorted(ALGORITHMS))}")
+        raise SettingError("algorithm", f"unknown search {{algorithm}} {algorithm!r}; valid: {', '.join(sorted(ALGORITHMS))}")
     params = inspect.signature(ALGORITHMS[algorithm]).parameters
     unknown = sorted(set(config) - set(params) - {"problem"})
     if unknown:
         raise TypeError(f"{algorithm} search has no parameter(s) {', '.join(unknown)}")
+    for name, check in _CHECKS.items():
+        if name in params:
+            check(config.get(name, params[name].default))
     plan = _PLANS[algorithm]
     wanted = set(inspect.signature(plan).parameters) - {"nfe", "sigmas", "budget_nfe"}
     kwargs = {k: config.get(k, params[k].default) for k in wanted}

@@ -6,7 +6,7 @@ import math
 from typing import Optional
 
 from ._common import Tracker, chunks, stack_rows
-from .budget import nfe_fn, plan_zero_order
+from .budget import check_step_cos, nfe_fn, plan_zero_order
 from .noise import sphere_neighbour
 from .types import Candidate, SearchProblem, SearchResult
 
@@ -21,8 +21,7 @@ def zero_order_search(problem: SearchProblem, *, n: int = 4, rounds: int = 4, st
     A budget scores the pivot and as many neighbours as fit (the last round may be partial).
     The pivot is judged once a round is complete, on the scores of all finals so far (which an aggregate updates).
     """
-    if not 0.0 <= step_cos < 1.0:
-        raise ValueError(f"step_cos must be in [0, 1) (1 would not move), got {step_cos}")
+    check_step_cos(step_cos)
     plan = plan_zero_order(nfe_fn(problem.cost), problem.sigmas, n=n, rounds=rounds, budget_nfe=budget_nfe)
     run = Tracker(problem, plan.total, top_k)
     sigmas = problem.sigmas

@@ -253,7 +253,7 @@ def test_viewer_shows_every_note_and_the_pick_warning(chromium, comfy_env):  # n
     page = open_viewer(chromium, comfy_env, sampler={"budget_nfe": budget}, batch=2)
     state = run_and_show(page)
     items = state["data"]["items"]
-    assert len(items) == 2 and all(f"4 of n={CANDIDATES} ran" in " ".join(i["notes"]) for i in items)
+    assert len(items) == 2 and all(f"pays for 4 of the {CANDIDATES} candidates" in " ".join(i["notes"]) for i in items)
     item_notes = [f"batch item {i}: {note}" for i, item in enumerate(items) for note in item["notes"]]
     expected = state["data"].get("notes", []) + item_notes  # the run's own notes first
     assert state["notes"] == expected and state["notesTitle"] == f"Notes ({len(expected)})"
