@@ -16,7 +16,8 @@ from .checks import check_latent, check_model, check_sampler, check_verifier
 from .comfy_model import item_mask, stock_latent_out
 from .denoise import NfeCounter, takes_noise_sampler
 from .guider_bridge import SearchSampler
-from .noise import ItemNoise, candidate_seed
+from ..search.noise import candidate_seed
+from .noise import ItemNoise
 from .progress import announce, make_progress
 from .scoring import Scorer
 from .types import SearchNoise

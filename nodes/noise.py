@@ -10,15 +10,8 @@ import torch
 import comfy.sample
 from comfy.k_diffusion import sampling as k_sampling
 
+from ..search.noise import SEED_MODULUS, candidate_seed
 from .denoise import BROWNIAN, function_name
-
-SEED_MODULUS = 2**64  # ComfyUI's seed widgets hold unsigned 64-bit seeds
-
-
-def candidate_seed(seed: int, index: int) -> int:
-    """The stock seed that reproduces candidate `index` of a search from `seed` (the one place seeds are derived)."""
-    return (int(seed) + int(index)) % SEED_MODULUS
-
 
 def _keep_global_rng():
     """ComfyUI's prepare_noise seeds the global RNG (torch.manual_seed); the search must leave it as it was."""

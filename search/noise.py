@@ -12,6 +12,14 @@ from .types import NoiseSource
 Tensor = torch.Tensor
 
 
+SEED_MODULUS = 2**64  # ComfyUI's seed widgets hold unsigned 64-bit seeds
+
+
+def candidate_seed(seed: int, index: int) -> int:
+    """The stock seed that reproduces candidate `index` of a search from `seed`: the one place seeds are derived."""
+    return (int(seed) + int(index)) % SEED_MODULUS
+
+
 def seeded_noise(seed: int, shape: Sequence[int], dtype: torch.dtype = torch.float32) -> NoiseSource:
     """Noise source whose index i draws N(0, I) from a CPU generator seeded with seed + i (mod 2**64).
 
@@ -25,7 +33,7 @@ def seeded_noise(seed: int, shape: Sequence[int], dtype: torch.dtype = torch.flo
     def noise(index: int) -> Tensor:
         if index < 0:
             raise ValueError(f"noise index must be >= 0, got {index}")
-        generator = torch.Generator("cpu").manual_seed((seed + int(index)) % 2**64)
+        generator = torch.Generator("cpu").manual_seed(candidate_seed(seed, index))
         return torch.randn(shape, dtype=dtype, generator=generator, device="cpu")
 
     return noise
