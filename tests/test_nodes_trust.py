@@ -10,11 +10,24 @@ from noise_search.tests.e2e_harness import tiny_sd3_dir  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.comfyui
 
-BODY = r'''
+COMMON = r'''
 import copy, logging, types
 from comfy.k_diffusion import sampling as k_sampling
 from noise_search.tests.tiny_sd3 import tiny_taesd_state_dict
 
+empty = {"samples": torch.zeros(1, 16, 8, 8)}
+
+def section(name, code):
+    """Run one section; a crash is recorded under out["crashed"] so the other sections still report."""
+    try:
+        exec(code, globals())
+    except Exception as e:
+        out.setdefault("crashed", {})[name] = f"{type(e).__name__}: {e}"
+
+'''
+
+SECTIONS = {
+    "batches": r"""
 # 1. Latent batches: candidate i of item b is row b of the stock KSampler batch with seed + i.
 batches = {}
 for rows in (1, 2, 3):
@@ -28,7 +41,8 @@ for rows in (1, 2, 3):
             distinct = rows == 1 or max_diff(report.latents[0][0], report.latents[1][0]) > 1e-3
             batches[f"{rows}-{mode}-{name}"] = [diffs, distinct]
 out["batches"] = batches
-
+""",
+    "matrix": r"""
 # 2. Every sampler ComfyUI lists: NFEs equal the stock run's model calls; candidate i equals stock with seed + i.
 class Calls:
     def __init__(self):
@@ -38,13 +52,16 @@ class Calls:
         return args["denoised"]
 
 matrix = {}
-empty = {"samples": torch.zeros(1, 16, 8, 8)}
 for name in comfy.samplers.KSampler.SAMPLERS:
     message = error(lambda: search(empty, 5, name, candidates=2))
     if message is not None:
         matrix[name] = {"refused": message}
         continue
-    report = search(empty, 5, name, candidates=2)[4]
+    try:
+        report = search(empty, 5, name, candidates=2)[4]
+    except Exception as e:  # recorded, so one broken sampler does not hide the others
+        matrix[name] = {"crashed": f"{type(e).__name__}: {e}"}
+        continue
     diffs, calls = [], []
     for i in range(2):
         counter = Calls()
@@ -55,7 +72,8 @@ for name in comfy.samplers.KSampler.SAMPLERS:
     r = report.results[0]
     matrix[name] = {"diffs": diffs, "stock_calls": calls, "nfe": r.nfe, "planned": r.nfe_planned}
 out["matrix"] = matrix
-
+""",
+    "refused": r"""
 # 4. Bad inputs are refused before any sampling, naming the node, the input and the fix.
 class Sampled(Exception):
     pass
@@ -74,7 +92,8 @@ out["refused"] = {
     "video": bad({"samples": torch.zeros(1, 16, 3, 8, 8)}),
     "vae_channels": bad({"samples": torch.zeros(1, 16, 8, 8)}, vae=vae4),
 }
-
+""",
+    "nan": r"""
 # NaN from the VAE is blamed on the VAE, NaN from the model on the model.
 nan_vae = copy.deepcopy(vae)
 with torch.no_grad():
@@ -85,7 +104,8 @@ nan_unet = model.clone()
 nan_unet.set_model_unet_function_wrapper(nan_model)
 out["nan"] = {"vae": error(lambda: search(empty, 1, "euler", vae=nan_vae, candidates=1)),
               "model": error(lambda: search(empty, 1, "euler", model=nan_unet, candidates=1))}
-
+""",
+    "notes": r"""
 # 5. Nothing silent: every note reaches the log and the status text.
 import types
 server_module = sys.modules.setdefault("server", types.ModuleType("server"))
@@ -116,9 +136,10 @@ batch_note = Node.execute(model, positive, negative, empty, 3, 4, 3.0, "euler", 
 out["notes"] = {"batch_size": batch_note, "report": report.all_notes(), "json": report.to_dict()["notes"],
                 "items": report.to_dict()["items"][0]["notes"], "log": records,
                 "status": status}
-
+""",
+    "newer": r"""
 # 6. Newer ComfyUI, faked where 0.3.64 lacks it.
-from noise_search.nodes import comfy_search as cs, viewer as viewer_node
+from noise_search.nodes import comfy_model as cs, viewer as viewer_node
 import comfy.model_management as mm, comfy.model_sampling
 newer = {}
 # fix_empty_latent_channels takes the latent's downscale ratios; the outputs drop them as the stock samplers do.
@@ -190,12 +211,22 @@ modes = {"classic_0364": types.SimpleNamespace(cache_classic=False, cache_lru=0,
          "none": types.SimpleNamespace(cache_classic=False, cache_lru=0, cache_none=True)}
 newer["pick_warning"] = {k: viewer_node.pick_warning(v) for k, v in modes.items()}
 out["newer"] = newer
-'''
+""",
+}
+
+BODY = COMMON + "".join(f"section({name!r}, {code!r})\n" for name, code in SECTIONS.items())
 
 
 @pytest.fixture(scope="module")
-def result(tiny_sd3_dir) -> dict:  # noqa: F811
+def ran(tiny_sd3_dir) -> dict:  # noqa: F811
     return run_in_comfyui(BODY, tiny_sd3_dir)
+
+
+def part(ran: dict, name: str):
+    """One section's results; the test fails with the section's exception when it crashed."""
+    crashed = ran.get("crashed", {})
+    assert name not in crashed, f"section {name} crashed: {crashed[name]}"
+    return ran[name]
 
 
 EXACT = 0.0
@@ -203,18 +234,19 @@ EXACT = 0.0
 
 @pytest.mark.parametrize("rows", [1, 2, 3])
 @pytest.mark.parametrize("case", ["txt2img-euler_ancestral", "txt2img-dpmpp_2m_sde", "img2img-euler_ancestral"])
-def test_batch_item_b_candidate_i_is_row_b_of_stock_seed_plus_i(result, rows, case):
-    diffs, distinct = result["batches"][f"{rows}-{case}"]
+def test_batch_item_b_candidate_i_is_row_b_of_stock_seed_plus_i(ran, rows, case):
+    diffs, distinct = part(ran, "batches")[f"{rows}-{case}"]
     assert len(diffs) == rows and distinct  # items no longer share item 0's noises
     worst = max(max(d) for d in diffs)
     # one row per model call against the stock's batched call: equal to float rounding (exact for one row)
     assert worst == EXACT if rows == 1 else worst < 1e-5
 
 
-def test_every_comfyui_sampler_counts_nfes_exactly_and_reproduces_stock(result):
-    matrix = result["matrix"]
+def test_every_comfyui_sampler_counts_nfes_exactly_and_reproduces_stock(ran):
+    matrix = part(ran, "matrix")
     assert set(matrix) >= {"euler", "uni_pc", "uni_pc_bh2", "ddim", "dpm_adaptive", "heun", "dpmpp_2m_sde"}
     for name, row in matrix.items():
+        assert "crashed" not in row, (name, row)
         if "refused" in row:
             assert name == "dpm_adaptive" and "sampler_name dpm_adaptive" in row["refused"], row
             continue
@@ -231,20 +263,20 @@ def test_every_comfyui_sampler_counts_nfes_exactly_and_reproduces_stock(result):
     ("video", ["Noise Search Sampler:", "latent_image", "video", "3 frames"]),
     ("vae_channels", ["Noise Search Sampler:", "vae", "4-channel", "16-channel", "VAE that belongs to the model"]),
 ])
-def test_bad_latents_and_vaes_are_refused_before_sampling(result, case, needles):
-    message = result["refused"][case]
+def test_bad_latents_and_vaes_are_refused_before_sampling(ran, case, needles):
+    message = part(ran, "refused")[case]
     assert message not in (None, "SAMPLED"), f"{case}: {message}"
     for needle in needles:
         assert needle in message, message
 
 
-def test_nan_is_blamed_on_its_source(result):
-    assert "VAE decoded NaN" in result["nan"]["vae"] and "--fp32-vae" in result["nan"]["vae"]
-    assert "model produced NaN" in result["nan"]["model"] and "verifier" not in result["nan"]["model"]
+def test_nan_is_blamed_on_its_source(ran):
+    assert "VAE decoded NaN" in part(ran, "nan")["vae"] and "--fp32-vae" in part(ran, "nan")["vae"]
+    assert "model produced NaN" in part(ran, "nan")["model"] and "verifier" not in part(ran, "nan")["model"]
 
 
-def test_every_note_reaches_report_log_and_status_text(result):
-    notes = result["notes"]
+def test_every_note_reaches_report_log_and_status_text(ran):
+    notes = part(ran, "notes")
     wanted = ["budget_nfe=8", "top_k=5"]
     for needle in wanted:
         assert any(needle in n for n in notes["report"]), notes["report"]
@@ -254,41 +286,41 @@ def test_every_note_reaches_report_log_and_status_text(result):
     assert notes["report"] == notes["json"] + notes["items"]
 
 
-def test_batch_size_larger_than_candidates_is_noted(result):
-    assert any("batch_size=8" in n for n in result["notes"]["batch_size"])
+def test_batch_size_larger_than_candidates_is_noted(ran):
+    assert any("batch_size=8" in n for n in part(ran, "notes")["batch_size"])
 
 
-def test_newer_fix_empty_latent_channels_gets_the_ratios_and_outputs_drop_them(result):
-    seen, latent_keys, top_k_keys, shape, noise_channels = result["newer"]["ratios"]
+def test_newer_fix_empty_latent_channels_gets_the_ratios_and_outputs_drop_them(ran):
+    seen, latent_keys, top_k_keys, shape, noise_channels = part(ran, "newer")["ratios"]
     assert seen == [[8, None]]
     assert latent_keys == ["custom", "samples"] and top_k_keys == ["custom", "samples"]
     assert shape == [1, 16, 8, 8] and noise_channels == 16
 
 
-def test_newer_default_noise_sampler_is_followed(result):
-    assert result["newer"]["offset_seed"] == [EXACT, EXACT]
+def test_newer_default_noise_sampler_is_followed(ran):
+    assert part(ran, "newer")["offset_seed"] == [EXACT, EXACT]
 
 
-def test_models_that_ignore_noise_are_refused_and_flow_renoise_uses_noise_scale(result):
-    message = result["newer"]["ignores_noise"]
+def test_models_that_ignore_noise_are_refused_and_flow_renoise_uses_noise_scale(ran):
+    message = part(ran, "newer")["ignores_noise"]
     assert "Noise Search Sampler:" in message and "ignores the initial noise" in message
-    scaled, plain = result["newer"]["noise_scale"]
+    scaled, plain = part(ran, "newer")["noise_scale"]
     assert plain == pytest.approx((0.6**2 - (0.4 / 0.8 * 0.2) ** 2) ** 0.5)
     assert scaled == pytest.approx(0.5 * plain)
 
 
-def test_reload_after_scoring_brings_back_every_sampling_model_with_row_memory(result):
-    reloads = [entry for entry in result["newer"]["reload"] if "Linear" in entry[0] and "SD3" in entry[0]]
-    assert reloads, result["newer"]["reload"]
+def test_reload_after_scoring_brings_back_every_sampling_model_with_row_memory(ran):
+    reloads = [entry for entry in part(ran, "newer")["reload"] if "Linear" in entry[0] and "SD3" in entry[0]]
+    assert reloads, part(ran, "newer")["reload"]
     assert all(required > 0 for _, required, _ in reloads)
 
 
-def test_free_memory_comes_from_the_patcher_when_it_offers_it(result):
-    assert result["newer"]["free"] == [8, 4]  # 1000 * 0.8 // 100 from the patcher, else 500 * 0.8 // 100
+def test_free_memory_comes_from_the_patcher_when_it_offers_it(ran):
+    assert part(ran, "newer")["free"] == [8, 4]  # 1000 * 0.8 // 100 from the patcher, else 500 * 0.8 // 100
 
 
-def test_viewer_says_when_a_pick_reruns_the_search(result):
-    warning = result["newer"]["pick_warning"]
+def test_viewer_says_when_a_pick_reruns_the_search(ran):
+    warning = part(ran, "newer")["pick_warning"]
     assert "RAM-pressure" in warning["ram_pressure"] and "--cache-classic" in warning["ram_pressure"]
     assert "RAM-pressure" not in warning["classic"] and "re-runs" in warning["classic"]
     assert warning["classic_0364"] == warning["classic"]
