@@ -1,4 +1,5 @@
-"""The two search samplers: KSampler-style inputs, and SamplerCustomAdvanced-style inputs (NOISE/GUIDER/SAMPLER/SIGMAS)."""
+"""The two search samplers: KSampler-style inputs, and SamplerCustomAdvanced-style inputs
+(NOISE/GUIDER/SAMPLER/SIGMAS)."""
 
 from __future__ import annotations
 
@@ -39,7 +40,8 @@ class NoiseSearchSampler(io.ComfyNode):
                 io.Model.Input("model", tooltip="The model used for denoising."),
                 io.Conditioning.Input("positive", tooltip="What to include in the image."),
                 io.Conditioning.Input("negative", tooltip="What to exclude from the image."),
-                io.Latent.Input("latent_image", tooltip="The latent to denoise; every batch item is searched on its own."),
+                io.Latent.Input("latent_image",
+                                tooltip="The latent to denoise; every batch item is searched on its own."),
                 io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
                              tooltip="Base seed: random search tries seed, seed+1, ...; candidate 0 is the plain "
                                      "KSampler result for this seed."),
@@ -95,7 +97,8 @@ class NoiseSearchSamplerCustom(io.ComfyNode):
                 io.Guider.Input("guider", tooltip="The guider (model and conditioning) used for every candidate."),
                 io.Sampler.Input("sampler", tooltip="A k-diffusion sampler (KSamplerSelect or a Sampler* node)."),
                 io.Sigmas.Input("sigmas", tooltip="The schedule every candidate follows (split sigmas for img2img)."),
-                io.Latent.Input("latent_image", tooltip="The latent to denoise; every batch item is searched on its own."),
+                io.Latent.Input("latent_image",
+                                tooltip="The latent to denoise; every batch item is searched on its own."),
                 *search_inputs(),
             ],
             outputs=search_outputs(),
@@ -107,7 +110,8 @@ class NoiseSearchSamplerCustom(io.ComfyNode):
         node = cls.DISPLAY
         if type(noise).__name__ != "Noise_RandomNoise":  # ComfyUI loads comfy_extras under its own module names
             raise ValueError(f"{node}: the noise input must carry a seed to search from, but {type(noise).__name__} "
-                             f"has none (DisableNoise and custom noises cannot be searched): connect a RandomNoise node")
+                             f"has none (DisableNoise and custom noises cannot be searched): connect a RandomNoise "
+                             f"node")
         out = run_node_search(node=node, node_id=_node_id(cls), guider=guider, sampler=sampler,
                               sampler_input="sampler", sigmas=sigmas, latent=latent_image, seed=noise.seed, vae=vae,
                               verifier=verifier, prompt=prompt, settings=_settings(node, settings))

@@ -82,13 +82,16 @@ def search_outputs() -> list:
     """Outputs named (display_name) per the contract; two ids differ because V3 ids must not repeat input ids."""
     return [
         io.Latent.Output("latent", display_name="latent", tooltip="The best candidate's latent."),
-        io.Image.Output("image", display_name="image", tooltip="The best candidate decoded (already decoded for scoring)."),
-        io.Latent.Output("top_k_latent", display_name="top_k", tooltip="The top_k best final latents of every batch item, best first."),
+        io.Image.Output("image", display_name="image",
+                        tooltip="The best candidate decoded (already decoded for scoring)."),
+        io.Latent.Output("top_k_latent", display_name="top_k",
+                         tooltip="The top_k best final latents of every batch item, best first."),
         io.Noise.Output("winning_noise", display_name="noise",
                         tooltip="The winning initial noise. With SamplerCustomAdvanced and the same guider, sampler "
                                 "and sigmas it reproduces the best latent (random and zero_order; for paths it is the "
                                 "winner's root noise, which does not)."),
-        SearchReportType.Output("report", display_name="report", tooltip="Every candidate's scores, for the Score Viewer."),
+        SearchReportType.Output("report", display_name="report",
+                                tooltip="Every candidate's scores, for the Score Viewer."),
     ]
 
 

@@ -19,12 +19,13 @@ ALGORITHMS: dict[str, Callable[..., SearchResult]] = {
 def run_search(algorithm: str, problem: SearchProblem, **config) -> SearchResult:
     """Run the named algorithm ("random", "zero_order", "paths") with its keyword hyperparameters."""
     if algorithm not in ALGORITHMS:
-        raise SettingError("algorithm", f"unknown search {{algorithm}} {algorithm!r}; valid: {', '.join(sorted(ALGORITHMS))}")
+        raise SettingError("algorithm",
+                           f"unknown search {{algorithm}} {algorithm!r}; valid: {', '.join(sorted(ALGORITHMS))}")
     return ALGORITHMS[algorithm](problem, **config)
 
 
 __all__ = [
-    "ALGORITHMS", "BudgetError", "Candidate", "SettingError", "RENOISE", "SearchProblem", "SearchResult", "estimate_nfe",
-    "random_search", "renoise_flow", "renoise_ve", "run_search", "search_over_paths", "seeded_noise",
-    "sphere_neighbour", "zero_order_search",
+    "ALGORITHMS", "BudgetError", "Candidate", "RENOISE", "SearchProblem", "SearchResult", "SettingError",
+    "estimate_nfe", "random_search", "renoise_flow", "renoise_ve", "run_search", "search_over_paths",
+    "seeded_noise", "sphere_neighbour", "zero_order_search",
 ]

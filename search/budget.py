@@ -222,7 +222,8 @@ def estimate_nfe(algorithm: str, sigmas: Tensor, cost: Optional[Cost] = None, bu
     from . import ALGORITHMS
 
     if algorithm not in ALGORITHMS:
-        raise SettingError("algorithm", f"unknown search {{algorithm}} {algorithm!r}; valid: {', '.join(sorted(ALGORITHMS))}")
+        raise SettingError("algorithm",
+                           f"unknown search {{algorithm}} {algorithm!r}; valid: {', '.join(sorted(ALGORITHMS))}")
     params = inspect.signature(ALGORITHMS[algorithm]).parameters
     unknown = sorted(set(config) - set(params) - {"problem"})
     if unknown:
