@@ -37,8 +37,25 @@ PATHS_DELTA_F = _default("paths", "delta_f")
 PATHS_DELTA_B = _default("paths", "delta_b")
 
 
+def used_by() -> dict[str, list[str]]:
+    """Input name -> the algorithms that read it, for inputs not every algorithm reads (the frontend shows an
+    input only while a search that reads it is chosen)."""
+    names = {name for table in PARAMS.values() for name in table}
+    users = {name: [a for a in ALGORITHM_NAMES if name in PARAMS[a]] for name in sorted(names)}
+    return {name: algorithms for name, algorithms in users.items() if len(algorithms) < len(ALGORITHM_NAMES)}
+
+
 def search_inputs() -> list:
-    """The shared inputs, in contract order (after each sampler's own inputs)."""
+    """The shared inputs, in contract order (after each sampler's own inputs); algorithm-specific ones carry
+    `noise_search_for` (the algorithms that read them) in their options."""
+    inputs, users = _search_inputs(), used_by()
+    for inp in inputs:
+        if inp.id in users:
+            inp.extra_dict["noise_search_for"] = users[inp.id]
+    return inputs
+
+
+def _search_inputs() -> list:
     return [
         io.Vae.Input("vae", tooltip="Decodes every candidate for the verifier (use the VAE of the model)."),
         VerifierType.Input("verifier", tooltip="Scores candidates (Load Verifier or Verifier Ensemble); higher wins."),
