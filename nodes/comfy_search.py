@@ -37,7 +37,7 @@ def run_node_search(*, node: str, node_id: Optional[str], guider, sampler, sampl
     model_sampling = patcher.get_model_object("model_sampling")
     check_model(node, model_sampling, sigmas, samples)
     cost = NfeCounter(sampler, model_sampling, patcher)
-    planned = settings.plan(sigmas, cost)
+    planned = settings.plan(sigmas, cost, getattr(verifier.verifier, "aggregate", None))
     items = samples.shape[0]
     notes = settings.notes()
     pbar = comfy.utils.ProgressBar(planned * items)

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import comfy.samplers
 from comfy_api.latest import io
 
@@ -10,12 +12,11 @@ from .comfy_search import run_node_search
 from .settings import SearchSettings, search_inputs, search_outputs
 
 CATEGORY = "sampling/noise search"
-_SETTING_NAMES = ("algorithm", "candidates", "zo_rounds", "zo_step_cos", "paths_branches", "paths_sigma_start",
-                  "paths_delta_f", "paths_delta_b", "paths_max_rounds", "budget_nfe", "batch_size", "top_k")
+_SETTING_NAMES = tuple(f.name for f in fields(SearchSettings) if f.name != "node")
 
 
 def _settings(node: str, kwargs: dict) -> SearchSettings:
-    return SearchSettings(node=node, **{k: kwargs[k] for k in _SETTING_NAMES})
+    return SearchSettings(node=node, **{k: kwargs[k] for k in _SETTING_NAMES if k in kwargs})  # optional: defaults
 
 
 def _node_id(cls):

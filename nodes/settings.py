@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 from comfy_api.latest import io
 
-from ..search import ALGORITHMS, BudgetError, SettingError, estimate_nfe
+from ..search import ALGORITHMS, BudgetError, SettingError, check_stop_score, estimate_nfe
 from .types import SearchReportType, VerifierType
 
 ALGORITHM_NAMES = list(ALGORITHMS)
@@ -20,7 +20,7 @@ PARAMS = {
     "paths": {"candidates": "n", "paths_branches": "m", "paths_sigma_start": "sigma_start",
               "paths_delta_f": "delta_f", "paths_delta_b": "delta_b", "paths_max_rounds": "max_rounds"},
 }
-COMMON = {"budget_nfe": "budget_nfe", "top_k": "top_k"}
+COMMON = {"budget_nfe": "budget_nfe", "top_k": "top_k", "stop_score": "stop_score"}
 INPUT_NAMES = {param: name for table in (*PARAMS.values(), COMMON) for name, param in table.items()}
 SMALLEST = {"rounds": 0, "m": 1}  # with n = 1: each algorithm's cheapest run
 
@@ -92,6 +92,12 @@ def _search_inputs() -> list:
                              "not depend on it."),
         io.Int.Input("top_k", default=1, min=1, max=256,
                      tooltip="How many of the best final candidates go to the top_k output, best first."),
+        io.Boolean.Input("early_exit", default=False, optional=True,
+                         tooltip="Stop searching once a candidate scores at least stop_score; the report says how "
+                                 "much of the budget was left. Needs a single verifier (ensemble scores are ranks)."),
+        io.Float.Input("stop_score", default=0.0, min=-1e9, max=1e9, step=0.01, round=0.0001, optional=True,
+                       tooltip="early_exit only: the verifier score that is good enough, on the verifier's own scale "
+                               "(e.g. CLIPScore 30, aesthetic 6.5)."),
     ]
 
 
@@ -130,6 +136,8 @@ class SearchSettings:
     budget_nfe: int = 0
     batch_size: int = 0
     top_k: int = 1
+    early_exit: bool = False
+    stop_score: float = 0.0
 
     def error(self, message: str) -> ValueError:
         return ValueError(f"{self.node}: {message}")
@@ -141,15 +149,18 @@ class SearchSettings:
             raise self.error(f"algorithm '{self.algorithm}' is unknown: choose one of {', '.join(ALGORITHM_NAMES)}")
         config = {param: getattr(self, name) for name, param in (PARAMS[self.algorithm] | COMMON).items()}
         config["budget_nfe"] = int(self.budget_nfe) or None
+        config["stop_score"] = float(self.stop_score) if self.early_exit else None
         if "max_rounds" in config:
             config["max_rounds"] = int(config["max_rounds"]) or None
         return config
 
-    def plan(self, sigmas: torch.Tensor, cost: Callable) -> int:
-        """NFEs one latent item will spend; every bad setting is refused with its input's name and the fix."""
+    def plan(self, sigmas: torch.Tensor, cost: Callable, aggregate: Optional[Callable] = None) -> int:
+        """NFEs one latent item will spend at most; every bad setting is refused with its input's name and the fix
+        (`aggregate`: the verifier's, which rules out early exit)."""
         if self.batch_size < 0:
             raise self.error(f"batch_size must be >= 0 (0 = auto), got {self.batch_size}")
         try:
+            check_stop_score(aggregate, self.config()["stop_score"])
             return estimate_nfe(self.algorithm, sigmas, cost, **self.config())
         except SettingError as e:
             raise self.error(e.render(INPUT_NAMES)) from e
@@ -163,7 +174,7 @@ class SearchSettings:
 
     def smallest(self) -> dict:
         """The config of the cheapest run of the algorithm (what a budget must at least pay for)."""
-        small = self.config() | {"n": 1, "budget_nfe": None}
+        small = self.config() | {"n": 1, "budget_nfe": None, "stop_score": None}
         return small | {k: v for k, v in SMALLEST.items() if k in small}
 
     def notes(self) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from ._common import check_stop_score
 from .budget import BudgetError, SettingError, estimate_nfe
 from .noise import RENOISE, renoise_flow, renoise_ve, seeded_noise, sphere_neighbour
 from .paths import search_over_paths
@@ -26,6 +27,6 @@ def run_search(algorithm: str, problem: SearchProblem, **config) -> SearchResult
 
 __all__ = [
     "ALGORITHMS", "BudgetError", "Candidate", "RENOISE", "SearchProblem", "SearchResult", "SettingError",
-    "estimate_nfe", "random_search", "renoise_flow", "renoise_ve", "run_search", "search_over_paths",
+    "check_stop_score", "estimate_nfe", "random_search", "renoise_flow", "renoise_ve", "run_search", "search_over_paths",
     "seeded_noise", "sphere_neighbour", "zero_order_search",
 ]

@@ -7,7 +7,7 @@ from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 import torch
 
-from .budget import check_top_k
+from .budget import SettingError, check_top_k
 from .types import Candidate, SearchProblem, SearchResult
 
 Tensor = torch.Tensor
@@ -78,6 +78,13 @@ def aggregate_scores(problem: SearchProblem, cands: Sequence[Candidate]) -> None
         c.score = v
 
 
+def check_stop_score(aggregate: Optional[Callable], stop_score: Optional[float]) -> None:
+    """An early-exit threshold needs absolute scores: with an aggregate (an ensemble) they are ranks among all."""
+    if stop_score is not None and aggregate is not None:
+        raise SettingError("stop_score", "{stop_score} needs absolute scores, but this verifier's (an ensemble's) are "
+                                         "ranks among all candidates: turn early exit off or use a single verifier")
+
+
 def _noise(init: Optional[Callable[[int], Tensor]], row: int) -> Optional[Tensor]:
     return init(row).detach().to("cpu").clone() if init is not None else None
 
@@ -91,9 +98,16 @@ class Tracker:
     Without it only the top-k are kept.
     """
 
-    def __init__(self, problem: SearchProblem, nfe_planned: int, top_k: int):
+    def __init__(self, problem: SearchProblem, nfe_planned: int, top_k: int, stop_score: Optional[float] = None):
         check_problem(problem, top_k)
+        check_stop_score(problem.aggregate, stop_score)
         self.problem = problem
+        self.stop_score = stop_score
+        self.stopped: Optional[Candidate] = None  # the candidate whose score ended the search early
+        self.dropped: list = []  # candidates computed alongside the one that stopped it, left out of the result
+        self.nfe_at_stop = 0  # NFEs spent when the search would have stopped running one candidate at a time
+        self.nfe_dropped = 0  # NFEs of the dropped candidates
+        self._unit = 0  # NFEs per candidate of the last chunk
         self.nfe_planned = int(nfe_planned)
         self.top_k = int(top_k)
         self.nfe = 0
@@ -122,7 +136,8 @@ class Tracker:
         if x_end.shape != x.shape or x0.shape != x.shape:
             raise ValueError(f"integrate() must return (x_end, x0) shaped like x {tuple(x.shape)}, "
                              f"got {tuple(x_end.shape)} and {tuple(x0.shape)}")
-        self.nfe += problem.nfe(sigmas) * len(batch)
+        self._unit = problem.nfe(sigmas)
+        self.nfe += self._unit * len(batch)
         sigma = float(sigmas[-1])
         for c in batch:
             c.nfe = self.nfe
@@ -146,13 +161,40 @@ class Tracker:
 
     def _add_finals(self, batch: Sequence[Candidate], x_end: Tensor, init: Optional[Callable[[int], Tensor]]) -> None:
         self._base = self._base or next((c for c in batch if c.id == 0), None)
-        if self.problem.aggregate is None:
+        if self.problem.aggregate is None and self.stop_score is None:
             for j, c in enumerate(batch):
                 self._offer(c, x_end[j], init, j)
             return
         self._finals.extend((c, x_end[j].detach().to("cpu").clone(), _noise(init, j)) for j, c in enumerate(batch))
         aggregate_scores(self.problem, [e[0] for e in self._finals])
         self._top = sorted(self._finals, key=lambda e: (-e[0].score, e[0].id))[: self.top_k]
+
+    def reached(self, score: Optional[float]) -> bool:
+        """Whether `score` meets the early-exit threshold (never without one)."""
+        return self.stop_score is not None and score is not None and score >= self.stop_score
+
+    def stop_within(self, batch: Sequence[Candidate]) -> bool:
+        """Early exit inside a chunk scored in order: the first candidate reaching the threshold ends the search
+        and the ones after it in `batch` are dropped (their NFEs stay spent), so the result does not depend on
+        how many candidates a chunk held."""
+        first = next((i for i, c in enumerate(batch) if self.reached(c.score)), None)
+        if first is None:
+            return False
+        self.stopped, self.dropped = batch[first], list(batch[first + 1:])
+        self.nfe_dropped = self._unit * len(self.dropped)
+        self.nfe_at_stop = self.nfe - self.nfe_dropped
+        gone = {c.id for c in self.dropped}
+        self.candidates = [c for c in self.candidates if c.id not in gone]
+        self._finals = [e for e in self._finals if e[0].id not in gone]
+        self._top = sorted(self._finals, key=lambda e: (-e[0].score, e[0].id))[: self.top_k]
+        return True
+
+    def stop_after_round(self, best: Optional[Candidate] = None) -> bool:
+        """Early exit at a round boundary: `best` (default: the best final so far) meets the threshold."""
+        best = self.best if best is None else best
+        if best is not None and self.reached(best.score):
+            self.stopped, self.nfe_at_stop = best, self.nfe
+        return self.stopped is not None
 
     def _offer(self, c: Candidate, state: Tensor, init: Optional[Callable[[int], Tensor]], row: int) -> None:
         key = (-c.score, c.id)
@@ -162,12 +204,24 @@ class Tracker:
         self._top.sort(key=lambda e: (-e[0].score, e[0].id))
         del self._top[self.top_k:]
 
+    def _stop_notes(self) -> list[str]:
+        unspent = self.nfe_planned - (self.nfe - self.nfe_dropped)
+        notes = [f"stopped early: candidate {self.stopped.id} scored {self.stopped.score:.6g} >= stop_score="
+                 f"{self.stop_score:g} after {self.nfe_at_stop} of the {self.nfe_planned} planned NFEs; {unspent} "
+                 f"were left unspent"]
+        if self.dropped:
+            notes.append(f"{len(self.dropped)} candidate(s) computed in the same batch after it were left out "
+                         f"({self.nfe_dropped} NFEs), so the result does not depend on batch_size")
+        return notes
+
     def result(self, algorithm: str, config: dict, notes: Sequence[str] = (),
                baseline: bool = True) -> SearchResult:
         if not self._top:
             raise RuntimeError("internal: the search ended without a final (sigma 0) candidate")
         best, state, noise = self._top[0]
         notes = list(notes)
+        if self.stopped is not None:
+            notes += self._stop_notes()
         if len(self._top) < self.top_k:
             notes.append(f"top_k={self.top_k} is larger than the {len(self._top)} final candidate(s) this search "
                          f"produced: top_k holds {len(self._top)}")

@@ -12,7 +12,8 @@ from .types import Candidate, SearchProblem, SearchResult
 
 
 def zero_order_search(problem: SearchProblem, *, n: int = 4, rounds: int = 4, step_cos: float = 0.95,
-                      budget_nfe: Optional[int] = None, top_k: int = 1) -> SearchResult:
+                      budget_nfe: Optional[int] = None, top_k: int = 1,
+                      stop_score: Optional[float] = None) -> SearchResult:
     """Score the pivot noise(0), then each round ``n`` neighbours at cosine ``step_cos`` to the pivot; a better
     neighbour becomes the pivot (whose score is cached, never re-sampled).
 
@@ -20,10 +21,11 @@ def zero_order_search(problem: SearchProblem, *, n: int = 4, rounds: int = 4, st
     and the step angle arccos(step_cos) doubles, capped at pi/2, until a round succeeds and it resets.
     A budget scores the pivot and as many neighbours as fit (the last round may be partial).
     The pivot is judged once a round is complete, on the scores of all finals so far (which an aggregate updates).
+    With ``stop_score``, no further round starts once the best final scores at least that.
     """
     check_step_cos(step_cos)
     plan = plan_zero_order(nfe_fn(problem.cost), problem.sigmas, n=n, rounds=rounds, budget_nfe=budget_nfe)
-    run = Tracker(problem, plan.total, top_k)
+    run = Tracker(problem, plan.total, top_k, stop_score)
     sigmas = problem.sigmas
     pivot_noise = problem.noise(0)
     pivot = Candidate(id=0, parent=None, round=0, kind="initial")
@@ -32,6 +34,8 @@ def zero_order_search(problem: SearchProblem, *, n: int = 4, rounds: int = 4, st
     next_id = 1
     notes = []
     for r, size in enumerate(plan.rounds, start=1):
+        if run.stop_after_round():
+            break
         cos = step_cos if angle == base_angle else math.cos(angle)
         ids = range(next_id, next_id + size)
         next_id += size
@@ -58,5 +62,6 @@ def zero_order_search(problem: SearchProblem, *, n: int = 4, rounds: int = 4, st
     notes.append("best_noise is the winner's own initial noise; only candidate 0 is the plain seed "
                  "(neighbours mix the pivot with noise(id) and are not reproducible from a seed alone)")
     config = {"n": n, "rounds": rounds, "step_cos": step_cos, "budget_nfe": budget_nfe, "top_k": top_k,
+              "stop_score": stop_score,
               "rounds_run": len(plan.rounds)}
     return run.result("zero_order", config, notes)
