@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from noise_search.tests.comfy_script import run_in_comfyui
-from noise_search.tests.e2e_harness import tiny_sd3_dir  # noqa: F401 (fixture)
+from noise_search.tests.helpers.comfy_script import run_in_comfyui
+from noise_search.tests.helpers.e2e_harness import tiny_sd3_dir  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.comfyui
 
 BODY = r'''
 import copy, logging, types
 from comfy.k_diffusion import sampling as k_sampling
-from noise_search.tests.tiny_sd3 import tiny_taesd_state_dict
+from noise_search.tests.helpers.tiny_sd3 import tiny_taesd_state_dict
 
 # 1. Latent batches: candidate i of item b is row b of the stock KSampler batch with seed + i.
 batches = {}

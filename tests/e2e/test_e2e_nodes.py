@@ -13,7 +13,7 @@ import time
 import pytest
 import torch
 
-from noise_search.tests.e2e_harness import PromptRejected, comfy, comfy_env, tiny_sd3_dir  # noqa: F401 (fixtures)
+from noise_search.tests.helpers.e2e_harness import PromptRejected, comfy, comfy_env, tiny_sd3_dir  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.comfyui
 

@@ -14,7 +14,7 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from noise_search.tests.tiny_models import (make_aesthetic_mlp, make_hf_clip, make_hf_dinov2,  # noqa: E402
+from noise_search.tests.helpers.tiny_models import (make_aesthetic_mlp, make_hf_clip, make_hf_dinov2,  # noqa: E402
                                             make_hf_processor, make_hf_siglip, random_images)
 from noise_search.verifiers.registry import load_verifier  # noqa: E402
 

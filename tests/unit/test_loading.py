@@ -10,7 +10,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from noise_search.verifiers import aesthetic, clip, loading, preference  # noqa: E402
 from noise_search.verifiers.base import VerifierError  # noqa: E402
-from noise_search.tests.tiny_models import make_hf_cache_repo  # noqa: E402
+from noise_search.tests.helpers.tiny_models import make_hf_cache_repo  # noqa: E402
 
 EXPECT = "a CLIP checkpoint folder with config.json and model.safetensors"
 SOURCE = "https://huggingface.co/org/tiny-clip"

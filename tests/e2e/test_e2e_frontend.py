@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from noise_search.tests.e2e_harness import chromium, comfy, comfy_env, tiny_sd3_dir  # noqa: F401 (fixtures)
-from noise_search.tests.e2e_harness import (FRONTEND_ONLY, FRONTEND_READY, WORKFLOWS, load, localize, post_settings,
+from noise_search.tests.helpers.e2e_harness import chromium, comfy, comfy_env, tiny_sd3_dir  # noqa: F401 (fixtures)
+from noise_search.tests.helpers.e2e_harness import (FRONTEND_ONLY, FRONTEND_READY, WORKFLOWS, load, localize, post_settings,
                                             workflow_to_api)
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.slow]

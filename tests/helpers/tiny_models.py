@@ -1,6 +1,6 @@
 """Tiny random-weight models saved in the real on-disk formats, for tests of the verifiers and their loading.
 
-Stable helpers (import as `from noise_search.tests.tiny_models import ...`):
+Stable helpers (import as `from noise_search.tests.helpers.tiny_models import ...`):
   clip_bpe_vocab()                          -> (vocab dict, merges list): a small valid CLIP byte-level BPE vocab
   make_hf_clip(folder, seed=0, ...)         -> folder: CLIPModel + tokenizer + image processor via save_pretrained
   make_hf_processor(folder, ...)            -> folder: tokenizer + image processor only (PickScore's processor)

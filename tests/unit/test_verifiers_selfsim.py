@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from noise_search.tests.tiny_models import build_module, make_hf_clip, make_open_clip_checkpoint, register_tiny_open_clip
+from noise_search.tests.helpers.tiny_models import build_module, make_hf_clip, make_open_clip_checkpoint, register_tiny_open_clip
 from noise_search.verifiers.base import VerifierError
 from noise_search.verifiers.loading import set_model_dirs
 from noise_search.verifiers.selfsim import infer_backbone, load_self_similarity

@@ -2,7 +2,7 @@
 
 Session fixtures build a base directory (tiny SD3 checkpoint, tiny verifier models, an input image, the pack
 symlinked into custom_nodes/), start `main.py --cpu --base-directory ...` on a free port and stop it at the end.
-Test modules import the fixtures they use: `from noise_search.tests.e2e_harness import comfy, ...`.
+Test modules import the fixtures they use: `from noise_search.tests.helpers.e2e_harness import comfy, ...`.
 The last section reads UI-format workflows as the frontend does: widget values, link checks, API conversion.
 """
 
@@ -28,7 +28,7 @@ import pytest
 
 from .tiny_sd3 import FILENAME as TINY_SD3, build_tiny_sd3
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 PACK_DIR_NAME = "comfyui-noise-search"
 INPUT_IMAGE = "noise_search_e2e_input.png"
 STARTUP_TIMEOUT = 180.0

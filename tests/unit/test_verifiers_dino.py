@@ -7,7 +7,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest
 import torch
 
-from noise_search.tests.tiny_models import build_module
+from noise_search.tests.helpers.tiny_models import build_module
 from noise_search.verifiers.base import VerifierError
 from noise_search.verifiers.dino import DINOV2_PREPROCESS, SOURCE, load_dino_classifier, resolve_target
 from noise_search.verifiers.hf import image_preprocess

@@ -9,7 +9,7 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from noise_search.tests.tiny_models import (TINY_OPEN_CLIP, TINY_OPEN_CLIP_CONFIG, make_aesthetic_mlp,  # noqa: E402
+from noise_search.tests.helpers.tiny_models import (TINY_OPEN_CLIP, TINY_OPEN_CLIP_CONFIG, make_aesthetic_mlp,  # noqa: E402
                                             make_hf_cache_repo, make_hf_clip, make_hf_processor,
                                             make_open_clip_checkpoint, random_images, register_tiny_open_clip)
 from noise_search.verifiers import loading  # noqa: E402

@@ -15,8 +15,8 @@ import urllib.request
 import pytest
 
 from noise_search.report.render import fmt_score
-from noise_search.tests.e2e_harness import chromium, comfy_env, tiny_sd3_dir  # noqa: F401 (fixtures)
-from noise_search.tests.e2e_harness import FRONTEND_READY, REPO_ROOT, post_settings
+from noise_search.tests.helpers.e2e_harness import chromium, comfy_env, tiny_sd3_dir  # noqa: F401 (fixtures)
+from noise_search.tests.helpers.e2e_harness import FRONTEND_READY, REPO_ROOT, post_settings
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.slow]
 

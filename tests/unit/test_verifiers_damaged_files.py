@@ -12,7 +12,7 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from noise_search.tests.tiny_models import (TINY_OPEN_CLIP, make_aesthetic_mlp, make_hf_clip,  # noqa: E402
+from noise_search.tests.helpers.tiny_models import (TINY_OPEN_CLIP, make_aesthetic_mlp, make_hf_clip,  # noqa: E402
                                             make_hf_dinov2, make_hf_processor, make_hf_siglip, make_open_clip_checkpoint,
                                             make_open_clip_folder, register_tiny_open_clip)
 from noise_search.verifiers.base import VerifierError  # noqa: E402

@@ -12,8 +12,8 @@ import uuid
 
 import pytest
 
-from noise_search.tests.e2e_harness import comfy, comfy_env, tiny_sd3_dir  # noqa: F401 (fixtures)
-from noise_search.tests.e2e_harness import (WORKFLOW_DIR, WORKFLOWS, load, localize, widget_index, workflow_problems,
+from noise_search.tests.helpers.e2e_harness import comfy, comfy_env, tiny_sd3_dir  # noqa: F401 (fixtures)
+from noise_search.tests.helpers.e2e_harness import (WORKFLOW_DIR, WORKFLOWS, load, localize, widget_index, workflow_problems,
                                             workflow_to_api)
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import noise_search.verifiers as verifiers
-from noise_search.tests.tiny_models import make_hf_clip, random_images
+from noise_search.tests.helpers.tiny_models import make_hf_clip, random_images
 from noise_search.verifiers import registry
 from noise_search.verifiers.base import VerifierError
 from noise_search.verifiers.loading import set_model_dirs
@@ -116,7 +116,7 @@ def test_a_loader_module_that_cannot_import_is_a_verifier_error(monkeypatch):
 
 
 def test_importing_the_package_does_not_import_model_code():
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     code = (f"import importlib.util, sys; spec = importlib.util.spec_from_file_location('p', {str(root / 'benchmarks' / '_pack.py')!r}); "
             "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); m.load_pack(); "
             "import noise_search.verifiers as v; v.describe('hpsv2'); "

@@ -13,8 +13,8 @@ import sys
 
 import pytest
 
-from noise_search.tests.e2e_harness import REPO_ROOT, comfyui_path, tiny_sd3_dir  # noqa: F401 (fixture)
-from noise_search.tests.tiny_sd3 import FILENAME
+from noise_search.tests.helpers.e2e_harness import REPO_ROOT, comfyui_path, tiny_sd3_dir  # noqa: F401 (fixture)
+from noise_search.tests.helpers.tiny_sd3 import FILENAME
 
 pytestmark = pytest.mark.comfyui
 

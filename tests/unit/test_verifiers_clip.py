@@ -8,7 +8,7 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from noise_search.tests.tiny_models import (TINY_OPEN_CLIP, make_hf_clip, make_open_clip_checkpoint,  # noqa: E402
+from noise_search.tests.helpers.tiny_models import (TINY_OPEN_CLIP, make_hf_clip, make_open_clip_checkpoint,  # noqa: E402
                                             random_images, register_tiny_open_clip)
 from noise_search.verifiers import clip, loading  # noqa: E402
 from noise_search.verifiers.base import VerifierError  # noqa: E402

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from noise_search.tests.e2e_harness import comfy, comfy_env, tiny_sd3_dir  # noqa: F401 (fixtures)
+from noise_search.tests.helpers.e2e_harness import comfy, comfy_env, tiny_sd3_dir  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.comfyui
 
