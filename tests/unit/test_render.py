@@ -11,7 +11,7 @@ import torch
 from noise_search.search import run_search
 from noise_search.report.render import LINEAGE_H, PAD, THEMES, THUMB, final_ids, pick_ids, ranked, render_report
 from noise_search.report import SearchReport
-from noise_search.tests.unit.test_search_toys import Toy
+from noise_search.tests.helpers.toys import Toy
 
 CONFIGS = {"random": dict(n=12), "zero_order": dict(n=4, rounds=3), "paths": dict(n=2, m=3, delta_f=0.1, delta_b=0.3)}
 

@@ -13,8 +13,8 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from noise_search.search import run_search  # noqa: E402
-from noise_search.tests.unit.test_ensemble import Table, images  # noqa: E402
-from noise_search.tests.unit.test_search_toys import Toy, assert_bit_identical  # noqa: E402
+from noise_search.tests.helpers.tables import Table, images  # noqa: E402
+from noise_search.tests.helpers.toys import Toy, assert_bit_identical  # noqa: E402
 from noise_search.tests.helpers.tiny_models import make_aesthetic_mlp, make_hf_clip  # noqa: E402
 from noise_search.verifiers import load_verifier  # noqa: E402
 from noise_search.verifiers.ensemble import Ensemble, combine  # noqa: E402

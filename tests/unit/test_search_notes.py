@@ -7,7 +7,7 @@ from noise_search.search import run_search
 from noise_search.search.noise import renoise_ve, seeded_noise
 from noise_search.search.types import SearchProblem
 
-from noise_search.tests.unit.test_search_toys import SHAPE
+from noise_search.tests.helpers.toys import SHAPE
 
 
 def _problem() -> SearchProblem:

@@ -8,7 +8,7 @@ from noise_search.search import (ALGORITHMS, BudgetError, estimate_nfe, random_s
                                  search_over_paths, zero_order_search)
 from noise_search.search.noise import renoise_ve
 
-from noise_search.tests.unit.test_search_toys import Toy, assert_bit_identical, heun_cost
+from noise_search.tests.helpers.toys import Toy, assert_bit_identical, heun_cost
 
 
 class Recording(Toy):

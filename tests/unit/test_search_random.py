@@ -7,7 +7,7 @@ from noise_search.search import BudgetError, estimate_nfe, random_search, run_se
 from noise_search.search.noise import renoise_ve, seeded_noise
 from noise_search.search.types import SearchProblem
 
-from noise_search.tests.unit.test_search_toys import SHAPE, Toy, assert_bit_identical, heun_cost
+from noise_search.tests.helpers.toys import SHAPE, Toy, assert_bit_identical, heun_cost
 
 
 def _affine_problem(target, max_batch=8):
