@@ -3,7 +3,7 @@ workflow on the tiny models, queues it, and the node shows the scores, the curve
 report; clicking a candidate sets `pick`, and the next run outputs that candidate without sampling again. The same
 in Vue nodes ("Nodes 2.0", setting Comfy.VueNodes.Enabled), and nothing the viewer observes outlives its node.
 
-Another frontend build: NOISE_SEARCH_FRONTEND_ROOT (see e2e_harness.frontend_args).
+Another frontend build: NOISE_SEARCH_FRONTEND_ROOT (see helpers/comfy_server.frontend_args).
 Screenshots go to test-artifacts/score_viewer*.png.
 """
 
@@ -15,8 +15,8 @@ import urllib.request
 import pytest
 
 from noise_search.report.render import fmt_score
-from noise_search.tests.helpers.e2e_harness import chromium, comfy_env, tiny_sd3_dir  # noqa: F401 (fixtures)
-from noise_search.tests.helpers.e2e_harness import FRONTEND_READY, REPO_ROOT, post_settings
+from noise_search.tests.helpers import REPO_ROOT
+from noise_search.tests.helpers.browser import open_frontend
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.slow]
 
@@ -139,15 +139,10 @@ def latest_history(url: str) -> dict:
     return entry
 
 
-def open_viewer(chromium, env, settings: dict | None = None, sampler: dict | None = None, batch: int = 1):  # noqa: F811
+def open_viewer(chromium, env, settings: dict | None = None, sampler: dict | None = None, batch: int = 1):
     """A page on the example workflow shrunk to the tiny models, the viewer in view; `page.errors` collects errors."""
-    post_settings(env.server.url, {"Comfy.ColorPalette": "dark", **(settings or {})})
-    page = chromium.new_page(viewport={"width": 1500, "height": 1500})
-    page.errors = []
-    page.on("pageerror", lambda e: page.errors.append(f"{e}\n{e.stack}"))
-    page.add_init_script(LIVE)
-    page.goto(env.server.url)
-    page.wait_for_function(FRONTEND_READY, timeout=120_000)
+    page = open_frontend(chromium, env.server.url, {"Comfy.ColorPalette": "dark", **(settings or {})}, 1500, 1500,
+                         init_script=LIVE)
     sampler = {"steps": STEPS, "candidates": CANDIDATES, "budget_nfe": 0, **(sampler or {})}
     page.viewer_id = page.evaluate(SETUP, {"workflow": json.loads(WORKFLOW.read_text()), "ckpt": env.checkpoint,
                                            "models": env.verifier_models, "sampler": sampler, "batch": batch})
@@ -210,7 +205,7 @@ def check_pick_reuses_the_search(page, env, other: int) -> None:
     assert str(sampler) in cached and str(page.viewer_id) not in cached, "picking must not sample again"
 
 
-def test_viewer_shows_the_search_and_click_picks(chromium, comfy_env):  # noqa: F811
+def test_viewer_shows_the_search_and_click_picks(chromium, comfy_env):
     page = open_viewer(chromium, comfy_env)
     state = run_and_show(page)
     assert state["vueNode"] is None and state["pick"] == -1, "the canvas renderer, pick = best"
@@ -248,7 +243,7 @@ def test_viewer_shows_the_search_and_click_picks(chromium, comfy_env):  # noqa: 
     page.close()
 
 
-def test_viewer_shows_every_note_and_the_pick_warning(chromium, comfy_env):  # noqa: F811
+def test_viewer_shows_every_note_and_the_pick_warning(chromium, comfy_env):
     budget = 4 * STEPS  # room for 4 of the 6 candidates: the search shrinks and says so in each item's notes
     page = open_viewer(chromium, comfy_env, sampler={"budget_nfe": budget}, batch=2)
     state = run_and_show(page)
@@ -286,7 +281,7 @@ def test_viewer_shows_every_note_and_the_pick_warning(chromium, comfy_env):  # n
     page.close()
 
 
-def test_viewer_releases_what_it_observes_when_removed(chromium, comfy_env):  # noqa: F811
+def test_viewer_releases_what_it_observes_when_removed(chromium, comfy_env):
     page = open_viewer(chromium, comfy_env)
     run_and_show(page)
     page.hover(".ns-viewer .ns-curve svg", position={"x": 200, "y": 60})
@@ -299,7 +294,7 @@ def test_viewer_releases_what_it_observes_when_removed(chromium, comfy_env):  # 
     page.close()
 
 
-def test_viewer_in_vue_nodes(chromium, comfy_env):  # noqa: F811
+def test_viewer_in_vue_nodes(chromium, comfy_env):
     page = open_viewer(chromium, comfy_env, {VUE_NODES: True})
     version = page.evaluate("() => window.__COMFYUI_FRONTEND_VERSION__")
     if frontend_version(page) < VUE_DOM_WIDGETS:

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from noise_search.tests.helpers.e2e_harness import chromium, comfy, comfy_env, tiny_sd3_dir  # noqa: F401 (fixtures)
-from noise_search.tests.helpers.e2e_harness import (FRONTEND_ONLY, FRONTEND_READY, WORKFLOWS, load, localize, post_settings,
-                                            workflow_to_api)
+from noise_search.tests.helpers.browser import open_frontend
+from noise_search.tests.helpers.workflows import FRONTEND_ONLY, WORKFLOWS, load, localize, workflow_to_api
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.slow]
 
@@ -23,19 +22,14 @@ LOAD = """async (workflow) => {
 
 
 @pytest.fixture(scope="module")
-def page(chromium, comfy_env):  # noqa: F811
-    post_settings(comfy_env.server.url, {"Comfy.Workflow.ShowMissingNodesWarning": True})
-    page = chromium.new_page(viewport={"width": 1400, "height": 900})
-    page.errors = []
-    page.on("pageerror", lambda e: page.errors.append(str(e)))
-    page.goto(comfy_env.server.url)
-    page.wait_for_function(FRONTEND_READY, timeout=120_000)
+def page(chromium, comfy_env):
+    page = open_frontend(chromium, comfy_env.server.url, {"Comfy.Workflow.ShowMissingNodesWarning": True}, 1400, 900)
     yield page
     page.close()
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
-def test_frontend_loads_workflow_unchanged_and_queues_what_the_tests_queue(path, page, comfy, comfy_env):  # noqa: F811
+def test_frontend_loads_workflow_unchanged_and_queues_what_the_tests_queue(path, page, comfy, comfy_env):
     workflow = localize(load(path), comfy_env)
     errors_before = len(page.errors)
     loaded = page.evaluate(LOAD, workflow)

@@ -13,7 +13,7 @@ import time
 import pytest
 import torch
 
-from noise_search.tests.helpers.e2e_harness import PromptRejected, comfy, comfy_env, tiny_sd3_dir  # noqa: F401 (fixtures)
+from noise_search.tests.helpers.comfy_server import PromptRejected
 
 pytestmark = pytest.mark.comfyui
 
@@ -142,7 +142,7 @@ def search_graph(env, algorithm: str, kind: str, seed: int):
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["ksampler", "custom"])
 @pytest.mark.parametrize("algorithm", ["random", "zero_order", "paths"])
-def test_search_runs_and_reports(algorithm, kind, comfy, comfy_env):  # noqa: F811
+def test_search_runs_and_reports(algorithm, kind, comfy, comfy_env):
     first = 100 * next(_ids)
     for seed in range(first, first + 5):  # the first seed whose winner is not candidate 0
         prompt, ids = search_graph(comfy_env, algorithm, kind, seed)
@@ -179,7 +179,7 @@ def test_search_runs_and_reports(algorithm, kind, comfy, comfy_env):  # noqa: F8
                                              f"{(best - replayed).abs().max().item():.3g}")
 
 
-def test_results_do_not_depend_on_batch_size(comfy, comfy_env):  # noqa: F811
+def test_results_do_not_depend_on_batch_size(comfy, comfy_env):
     """The same seeded search with 1 row per model call and with 3: same candidates, same scores, same winner."""
     reports = []
     for batch_size in (1, 3):
@@ -200,7 +200,7 @@ def interrupt_graph(env, candidates: int, seed: int = 12345):
     return g.nodes, viewer
 
 
-def test_interrupt_stops_a_long_search_promptly(comfy, comfy_env):  # noqa: F811
+def test_interrupt_stops_a_long_search_promptly(comfy, comfy_env):
     comfy.run(interrupt_graph(comfy_env, 1)[0], timeout=300).check()  # loads and encodes; the long run reuses them
     prompt_id = comfy.queue(interrupt_graph(comfy_env, 4096)[0])
     deadline = time.monotonic() + 120
@@ -238,7 +238,7 @@ def error_of(comfy, prompt: dict) -> tuple[str, str]:
     ("budget", dict(budget_nfe=STEPS - 1), "budget_nfe"),
     ("deltas", dict(algorithm="paths", paths_delta_f=0.3, paths_delta_b=0.2), "paths_delta_b"),
 ])
-def test_bad_search_settings_name_the_input(case, settings, needle, comfy, comfy_env):  # noqa: F811
+def test_bad_search_settings_name_the_input(case, settings, needle, comfy, comfy_env):
     g, n = base_graph(comfy_env)
     search = add_sampler(g, n, "ksampler", 900 + next(_ids), **settings)
     g.node("NoiseSearchScoreViewer", report=g.out(search, 4), pick=-1)
@@ -248,7 +248,7 @@ def test_bad_search_settings_name_the_input(case, settings, needle, comfy, comfy
     assert "Noise Search Sampler" in text or "NoiseSearchSampler" in text, text
 
 
-def test_prompt_needing_verifier_with_empty_prompt_is_refused(comfy, comfy_env):  # noqa: F811
+def test_prompt_needing_verifier_with_empty_prompt_is_refused(comfy, comfy_env):
     g, n = base_graph(comfy_env, prompt="")
     search = add_sampler(g, n, "custom", 31)
     g.node("NoiseSearchScoreViewer", report=g.out(search, 4), pick=-1)
@@ -257,7 +257,7 @@ def test_prompt_needing_verifier_with_empty_prompt_is_refused(comfy, comfy_env):
     assert "prompt" in text and "clip_score" in text, text
 
 
-def test_unknown_verifier_model_is_refused(comfy, comfy_env):  # noqa: F811
+def test_unknown_verifier_model_is_refused(comfy, comfy_env):
     g, n = base_graph(comfy_env, model_name="no-such-verifier.safetensors")
     search = add_sampler(g, n, "ksampler", 32)
     g.node("NoiseSearchScoreViewer", report=g.out(search, 4), pick=-1)

@@ -1,12 +1,8 @@
 """The tiny SD3 checkpoint loads through ComfyUI's own loader as SD3, key-for-key, and samples 64x64 fast."""
 
-import json
-import subprocess
-import sys
-
 import pytest
 
-from noise_search.tests.helpers.e2e_harness import comfyui_path, tiny_sd3_dir  # noqa: F401 (fixture)
+from noise_search.tests.helpers.comfy_script import run_script
 from noise_search.tests.helpers.tiny_sd3 import FILENAME
 
 pytestmark = pytest.mark.comfyui
@@ -73,14 +69,8 @@ print("RESULT " + json.dumps(out))
 '''
 
 
-def test_tiny_sd3_loads_as_sd3_and_samples_64px_fast(request):
-    comfyui = comfyui_path()
-    tiny_sd3_dir = request.getfixturevalue("tiny_sd3_dir")
-    script = CHECK.replace("PATH", repr(str(tiny_sd3_dir / FILENAME)))
-    proc = subprocess.run([sys.executable, "-c", script], cwd=comfyui, capture_output=True, text=True, timeout=300)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    assert proc.returncode == 0 and lines, f"ComfyUI check failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
-    out = json.loads(lines[-1][len("RESULT "):])
+def test_tiny_sd3_loads_as_sd3_and_samples_64px_fast(tiny_sd3_dir):
+    out = run_script(CHECK.replace("PATH", repr(str(tiny_sd3_dir / FILENAME))), timeout=300)
     assert out["model_class"] == "SD3" and out["model_config"] == "SD3"
     assert out["vae_model"] == "TAESD" and out["latent_channels"] == 16
     assert out["clip_l"] and not out["clip_g"]

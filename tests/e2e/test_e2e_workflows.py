@@ -12,9 +12,8 @@ import uuid
 
 import pytest
 
-from noise_search.tests.helpers.e2e_harness import comfy, comfy_env, tiny_sd3_dir  # noqa: F401 (fixtures)
-from noise_search.tests.helpers.e2e_harness import (WORKFLOW_DIR, WORKFLOWS, load, localize, widget_index, workflow_problems,
-                                            workflow_to_api)
+from noise_search.tests.helpers.workflows import (WORKFLOW_DIR, WORKFLOWS, load, localize, widget_index,
+                                                 workflow_problems, workflow_to_api)
 
 
 def shrink(prompt: dict, env) -> dict:
@@ -72,13 +71,13 @@ def test_workflow_shape(path):
 
 @pytest.mark.comfyui
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
-def test_workflow_loads_against_object_info(path, comfy, comfy_env):  # noqa: F811
+def test_workflow_loads_against_object_info(path, comfy, comfy_env):
     problems = workflow_problems(localize(load(path), comfy_env), comfy.object_info())
     assert problems == [], f"{path.name}:\n" + "\n".join(problems)
 
 
 @pytest.mark.comfyui
-def test_workflow_check_catches_mistakes(comfy, comfy_env):  # noqa: F811
+def test_workflow_check_catches_mistakes(comfy, comfy_env):
     """The checker is not vacuous: each typical mistake made in a good workflow is reported."""
     good = localize(load(WORKFLOW_DIR / "sd15_txt2img_clipscore_aesthetic.json"), comfy_env)
     info = comfy.object_info()
@@ -114,7 +113,7 @@ def test_workflow_check_catches_mistakes(comfy, comfy_env):  # noqa: F811
 @pytest.mark.comfyui
 @pytest.mark.slow
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
-def test_workflow_runs_on_tiny_models(path, comfy, comfy_env):  # noqa: F811
+def test_workflow_runs_on_tiny_models(path, comfy, comfy_env):
     workflow = load(path)
     prompt = shrink(workflow_to_api(localize(workflow, comfy_env), comfy.object_info()), comfy_env)
     run = comfy.run(prompt, timeout=300).check()

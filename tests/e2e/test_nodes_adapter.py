@@ -7,13 +7,10 @@ must fail before any sampling with the node name and the input in the message.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
 
-from noise_search.tests.helpers.e2e_harness import REPO_ROOT, comfyui_path, tiny_sd3_dir  # noqa: F401 (fixture)
+from noise_search.tests.helpers import REPO_ROOT
+from noise_search.tests.helpers.comfy_script import run_script
 from noise_search.tests.helpers.tiny_sd3 import FILENAME
 
 pytestmark = pytest.mark.comfyui
@@ -189,13 +186,9 @@ print("RESULT " + json.dumps(out))
 
 
 @pytest.fixture(scope="module")
-def result(tiny_sd3_dir) -> dict:  # noqa: F811
-    comfyui = comfyui_path()
+def result(tiny_sd3_dir) -> dict:
     script = SCRIPT.replace("PATH", repr(str(tiny_sd3_dir / FILENAME))).replace("REPO", repr(str(REPO_ROOT)))
-    proc = subprocess.run([sys.executable, "-c", script], cwd=comfyui, capture_output=True, text=True, timeout=900)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    assert proc.returncode == 0 and lines, f"adapter script failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-8000:]}"
-    return json.loads(lines[-1][len("RESULT "):])
+    return run_script(script, timeout=900)
 
 
 EXACT = 0.0

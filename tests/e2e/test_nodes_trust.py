@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 
 from noise_search.tests.helpers.comfy_script import run_in_comfyui
-from noise_search.tests.helpers.e2e_harness import tiny_sd3_dir  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.comfyui
 
@@ -194,7 +193,7 @@ out["newer"] = newer
 
 
 @pytest.fixture(scope="module")
-def result(tiny_sd3_dir) -> dict:  # noqa: F811
+def result(tiny_sd3_dir) -> dict:
     return run_in_comfyui(BODY, tiny_sd3_dir)
 
 

@@ -10,8 +10,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from noise_search.tests.helpers.e2e_harness import comfy, comfy_env, tiny_sd3_dir  # noqa: F401 (fixtures)
-
 pytestmark = pytest.mark.comfyui
 
 
@@ -29,7 +27,7 @@ def defaults(info: dict) -> dict:
     return out
 
 
-def viewer_prompt(comfy, env, pick: int, batch: int = 2, seed: int = 5) -> dict:  # noqa: F811
+def viewer_prompt(comfy, env, pick: int, batch: int = 2, seed: int = 5) -> dict:
     """Tiny SD3 -> random search (3 candidates, CLIPScore) -> Score Viewer -> SaveImage of every image output."""
     info = comfy.object_info()
 
@@ -64,7 +62,7 @@ def cached_nodes(run) -> set:
     return set(data.get("nodes", []))
 
 
-def test_viewer_outputs_the_best_and_reports_everything(comfy, comfy_env):  # noqa: F811
+def test_viewer_outputs_the_best_and_reports_everything(comfy, comfy_env):
     run = comfy.run(viewer_prompt(comfy, comfy_env, pick=-1), timeout=300).check()
     ui = run.outputs["7"]
     report = ui["noise_search"][0]
@@ -96,7 +94,7 @@ def test_viewer_outputs_the_best_and_reports_everything(comfy, comfy_env):  # no
     assert chart.size[0] == 1024 and chart.size[1] > 600
 
 
-def test_pick_outputs_that_candidate_without_sampling_again(comfy, comfy_env):  # noqa: F811
+def test_pick_outputs_that_candidate_without_sampling_again(comfy, comfy_env):
     first = comfy.run(viewer_prompt(comfy, comfy_env, pick=-1), timeout=300).check()
     items = first.outputs["7"]["noise_search"][0]["items"]
     other = next(i for i in (0, 1, 2) if all(i != it["best_id"] for it in items))
@@ -112,7 +110,7 @@ def test_pick_outputs_that_candidate_without_sampling_again(comfy, comfy_env):  
         assert np.abs(pixels(p) - pixels(d)).max() <= 2
 
 
-def test_pick_that_is_not_a_final_candidate_names_the_valid_ids(comfy, comfy_env):  # noqa: F811
+def test_pick_that_is_not_a_final_candidate_names_the_valid_ids(comfy, comfy_env):
     run = comfy.run(viewer_prompt(comfy, comfy_env, pick=7, batch=1), timeout=300)
     err = run.error
     assert run.status == "error" and err is not None and err["node_type"] == "NoiseSearchScoreViewer"

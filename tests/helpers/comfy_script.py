@@ -1,5 +1,7 @@
-"""Run a test script inside a fresh ComfyUI process (cwd = COMFYUI_PATH, never this repository on sys.path) with
-the tiny SD3 checkpoint loaded; the script stores JSON-safe results in `out`, which comes back as a dict."""
+"""Run a test script inside a fresh ComfyUI process (cwd = COMFYUI_PATH, never this repository on sys.path).
+
+`run_script` runs a whole script that prints `RESULT <json>`; `run_in_comfyui` runs a body after PRELUDE (the
+tiny SD3 checkpoint loaded), which stores JSON-safe results in `out`."""
 
 from __future__ import annotations
 
@@ -8,7 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .e2e_harness import REPO_ROOT, comfyui_path
+from . import REPO_ROOT
+from .comfy_server import comfyui_path
 from .tiny_sd3 import FILENAME
 
 PRELUDE = r'''
@@ -76,14 +79,20 @@ def error(fn):
 '''
 
 
-def run_in_comfyui(body: str, checkpoint_dir: Path, timeout: float = 900) -> dict:
-    """Execute PRELUDE + `body` in a ComfyUI subprocess; return its `out` dict (fails with both logs otherwise)."""
+def run_script(script: str, timeout: float) -> dict:
+    """Run `script` with `python -c` in the ComfyUI checkout; return the JSON it printed after `RESULT ` (fails
+    with its output otherwise)."""
     comfyui = comfyui_path()
-    script = (PRELUDE + body + '\nprint("RESULT " + json.dumps(out))\n')
-    script = script.replace("__CHECKPOINT__", repr(str(Path(checkpoint_dir) / FILENAME)))
-    script = script.replace("__REPO__", repr(str(REPO_ROOT)))
     proc = subprocess.run([sys.executable, "-c", script], cwd=comfyui, capture_output=True, text=True, timeout=timeout)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, (f"ComfyUI script failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
                                             f"{proc.stderr[-8000:]}")
     return json.loads(lines[-1][len("RESULT "):])
+
+
+def run_in_comfyui(body: str, checkpoint_dir: Path, timeout: float = 900) -> dict:
+    """Execute PRELUDE + `body` in a ComfyUI subprocess; return its `out` dict."""
+    script = (PRELUDE + body + '\nprint("RESULT " + json.dumps(out))\n')
+    script = script.replace("__CHECKPOINT__", repr(str(Path(checkpoint_dir) / FILENAME)))
+    script = script.replace("__REPO__", repr(str(REPO_ROOT)))
+    return run_script(script, timeout)
