@@ -60,7 +60,8 @@ def run_node_search(*, node: str, node_id: Optional[str], guider, sampler, sampl
     image = torch.stack([s.images[r.best_id] for s, r in zip(scorers, results)])
     top_k = stock_latent_out({k: v for k, v in latent.items() if k not in ("noise_mask", "batch_index")},
                              torch.stack([s.latents[i] for s, r in zip(scorers, results) for i in r.topk_ids]))
-    noise = winning_noise(settings.algorithm, results, seed, samples.dtype, takes_noise_sampler(sampler.sampler_function))
+    noise = winning_noise(settings.algorithm, results, seed, samples.dtype,
+                          takes_noise_sampler(sampler.sampler_function))
     report = SearchReport(results=results, verifier=verifier.name, members=verifier.members, prompt=prompt,
                           seconds=time.perf_counter() - start, images=[s.images for s in scorers],
                           latents=[s.latents for s in scorers], notes=notes + ([noise.note] if noise.note else []))

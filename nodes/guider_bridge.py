@@ -85,8 +85,8 @@ class _Run:
         self.mismatch: set = set()
         module = getattr(self.fn, "__module__", "") or ""
         if not takes_noise_sampler(self.fn) and not module.startswith("comfy."):
-            self.early_notes.append(f"sampler {function_name(self.fn)} takes no noise_sampler: if it draws random noise, "
-                              f"rows share it and results depend on batch_size")
+            self.early_notes.append(f"sampler {function_name(self.fn)} takes no noise_sampler: if it draws random "
+                              f"noise, rows share it and results depend on batch_size")
 
     def reload(self, rows: int) -> None:
         """After scoring, load exactly the models sampling loaded, with the memory `rows` candidate rows need."""

@@ -53,7 +53,11 @@ LIVE = """(() => {
     return remove.call(this, type, fn, options);
   };
   const setI = window.setInterval, clearI = window.clearInterval;
-  window.setInterval = function (...args) { const id = setI.apply(this, args); if (fromViewer()) intervals.add(id); return id; };
+  window.setInterval = function (...args) {
+    const id = setI.apply(this, args);
+    if (fromViewer()) intervals.add(id);
+    return id;
+  };
   window.clearInterval = function (id) { intervals.delete(id); return clearI.call(this, id); };
   window.__nsLive = () => ({
     observers: [...observers].map((o) => o.nsKind),
@@ -73,7 +77,8 @@ SETUP = """async ({ workflow, ckpt, models, sampler, batch }) => {
     const get = (name) => node.widgets?.find((w) => w.name === name)?.value;
     switch (node.comfyClass) {
       case "CheckpointLoaderSimple": set("ckpt_name", ckpt); break;
-      case "EmptyLatentImage": case "EmptySD3LatentImage": set("width", 64); set("height", 64); set("batch_size", batch); break;
+      case "EmptyLatentImage": case "EmptySD3LatentImage":
+        set("width", 64); set("height", 64); set("batch_size", batch); break;
       case "NoiseSearchVerifierLoader": set("model", models[get("kind")]); set("device", "cpu"); break;
       case "NoiseSearchSampler": for (const [name, value] of Object.entries(sampler)) set(name, value); break;
       case "NoiseSearchScoreViewer": viewer = node; break;
@@ -121,7 +126,8 @@ NODE_RECT = """() => {
   const vue = node.noiseSearchViewer.root.closest(".lg-node[data-node-id]");
   if (vue) { const r = vue.getBoundingClientRect(); return { x: r.left, y: r.top, width: r.width, height: r.height }; }
   const r = app.canvas.canvas.getBoundingClientRect(), title = window.LiteGraph.NODE_TITLE_HEIGHT;
-  return { x: r.left + (node.pos[0] + ds.offset[0]) * ds.scale, y: r.top + (node.pos[1] - title + ds.offset[1]) * ds.scale,
+  return { x: r.left + (node.pos[0] + ds.offset[0]) * ds.scale,
+           y: r.top + (node.pos[1] - title + ds.offset[1]) * ds.scale,
            width: node.size[0] * ds.scale, height: (node.size[1] + title) * ds.scale };
 }"""
 
@@ -171,7 +177,8 @@ def screenshot(page, name: str):
     path = ARTIFACTS / name
     rect = page.evaluate(NODE_RECT)
     page.wait_for_timeout(200)
-    clip = {"x": max(0, rect["x"] - 12), "y": max(0, rect["y"] - 12), "width": rect["width"] + 24, "height": rect["height"] + 24}
+    clip = {"x": max(0, rect["x"] - 12), "y": max(0, rect["y"] - 12),
+            "width": rect["width"] + 24, "height": rect["height"] + 24}
     page.screenshot(path=str(path), clip=clip)
     return path
 
@@ -300,7 +307,8 @@ def test_viewer_in_vue_nodes(chromium, comfy_env):
     if frontend_version(page) < VUE_DOM_WIDGETS:
         page.close()
         pytest.skip(f"frontend {version}: its Vue nodes render only built-in widget types, not extension DOM widgets "
-                    f"(from {'.'.join(map(str, VUE_DOM_WIDGETS))}); run with NOISE_SEARCH_FRONTEND_ROOT set to a newer build")
+                    f"(from {'.'.join(map(str, VUE_DOM_WIDGETS))}); "
+                    f"run with NOISE_SEARCH_FRONTEND_ROOT set to a newer build")
     state = page.evaluate(VIEWER_STATE)
     assert state["vueNode"] == str(page.viewer_id) and state["connected"], "the viewer must be inside its Vue node"
     state = run_and_show(page)
@@ -313,10 +321,11 @@ def test_viewer_in_vue_nodes(chromium, comfy_env):
     page.click(f".ns-viewer .ns-thumb[data-id='{other}']")
     state = page.evaluate(VIEWER_STATE)
     assert state["pick"] == other and [t["id"] for t in state["thumbs"] if t["picked"]] == [other]
-    shown = page.evaluate("""() => [...window.__viewer.noiseSearchViewer.root.closest(".lg-node").querySelectorAll("input")]
-      .filter((i) => !i.closest(".ns-viewer")).map((i) => i.value)""")
+    shown = page.evaluate("""() => [...window.__viewer.noiseSearchViewer.root.closest(".lg-node")
+      .querySelectorAll("input")].filter((i) => !i.closest(".ns-viewer")).map((i) => i.value)""")
     assert str(other) in shown, f"the Vue node's pick input must show the pick, inputs: {shown}"
-    queued = page.evaluate(f"async () => (await window.comfyAPI.app.app.graphToPrompt()).output['{page.viewer_id}'].inputs.pick")
+    queued = page.evaluate("async () => (await window.comfyAPI.app.app.graphToPrompt())"
+                           f".output['{page.viewer_id}'].inputs.pick")
     assert queued == other
     check_pick_reuses_the_search(page, comfy_env, other)
 

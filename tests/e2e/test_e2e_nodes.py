@@ -19,8 +19,9 @@ pytestmark = pytest.mark.comfyui
 
 PROMPT = "a red cube on a wooden table"
 STEPS = 4
-SETTINGS = dict(algorithm="random", candidates=3, zo_rounds=1, zo_step_cos=0.9, paths_branches=2, paths_sigma_start=0.75,
-                paths_delta_f=0.25, paths_delta_b=0.5, paths_max_rounds=0, budget_nfe=0, batch_size=0, top_k=2)
+SETTINGS = dict(algorithm="random", candidates=3, zo_rounds=1, zo_step_cos=0.9, paths_branches=2,
+                paths_sigma_start=0.75, paths_delta_f=0.25, paths_delta_b=0.5, paths_max_rounds=0, budget_nfe=0,
+                batch_size=0, top_k=2)
 _ids = itertools.count(1)
 
 

@@ -47,7 +47,8 @@ latent = torch.zeros(1, 16, 8, 8)
 
 def sample(seed):
     noise = comfy.sample.prepare_noise(latent, seed)
-    return comfy.sample.sample(model, noise, 4, 4.5, "euler", "simple", positive, negative, latent, seed=seed, disable_pbar=True)
+    return comfy.sample.sample(model, noise, 4, 4.5, "euler", "simple", positive, negative, latent, seed=seed,
+                               disable_pbar=True)
 
 sample(0)  # warm-up: loads the model onto the device
 torch.set_num_threads(1)  # one thread's CPU time: what it costs, however busy the (shared) machine is

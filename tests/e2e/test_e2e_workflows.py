@@ -12,8 +12,15 @@ import uuid
 
 import pytest
 
-from noise_search.tests.helpers.workflows import (WORKFLOW_DIR, WORKFLOWS, load, localize, widget_index,
-                                                 workflow_problems, workflow_to_api)
+from noise_search.tests.helpers.workflows import (
+    WORKFLOW_DIR,
+    WORKFLOWS,
+    load,
+    localize,
+    widget_index,
+    workflow_problems,
+    workflow_to_api,
+)
 
 
 def shrink(prompt: dict, env) -> dict:
@@ -65,8 +72,10 @@ def test_workflow_shape(path):
     for _, src, _, dst, dst_slot, link_type in workflow["links"]:
         if link_type == "STRING":
             text_targets.setdefault(src, set()).add((nodes[dst]["type"], nodes[dst]["inputs"][dst_slot]["name"]))
-    assert any({("CLIPTextEncode", "text")} <= t and any(k.startswith("NoiseSearchSampler") and n == "prompt" for k, n in t)
-               for t in text_targets.values()), f"{path.name}: no text node feeds both CLIPTextEncode.text and the sampler's prompt"
+    assert any({("CLIPTextEncode", "text")} <= t
+               and any(k.startswith("NoiseSearchSampler") and n == "prompt" for k, n in t)
+               for t in text_targets.values()), (
+        f"{path.name}: no text node feeds both CLIPTextEncode.text and the sampler's prompt")
 
 
 @pytest.mark.comfyui
@@ -86,7 +95,8 @@ def test_workflow_check_catches_mistakes(comfy, comfy_env):
     def broken(node_type, change) -> str:
         wf = copy.deepcopy(good)
         node = next(n for n in wf["nodes"] if n["type"] == node_type)
-        change(wf, node, lambda name, value: node["widgets_values"].__setitem__(widget_index(node, info[node_type], name), value))
+        change(wf, node, lambda name, value: node["widgets_values"].__setitem__(
+            widget_index(node, info[node_type], name), value))
         return " | ".join(workflow_problems(wf, info))
 
     def drop_control(wf, node, set_widget):
@@ -106,7 +116,8 @@ def test_workflow_check_catches_mistakes(comfy, comfy_env):
         "NoiseSearchSampler", lambda wf, n, set_widget: set_widget("candidates", 2.5))
     assert "'model' = 'missing.pth' is not one of its options" in broken(
         "NoiseSearchVerifierLoader", lambda wf, n, set_widget: set_widget("model", "missing.pth"))
-    assert "no such node type" in broken("NoiseSearchVerifierEnsemble", lambda wf, n, set_widget: n.update(type="NoSuchNode"))
+    assert "no such node type" in broken("NoiseSearchVerifierEnsemble",
+                                         lambda wf, n, set_widget: n.update(type="NoSuchNode"))
     assert "VAE from node" in broken("NoiseSearchSampler", vae_into_verifier)
 
 

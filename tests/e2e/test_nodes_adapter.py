@@ -174,7 +174,8 @@ tmp = pathlib.Path(tempfile.mkdtemp())
 folder_paths.add_model_folder_path("verifiers", str(tmp))
 options = vn.model_options()
 out["models"] = [options[:3], "openai/clip-vit-large-patch14" in options, "notes.txt" in options,
-                 str(tmp) in [str(d) for d in __import__("noise_search.verifiers.loading", fromlist=["x"]).model_dirs()]]
+                 str(tmp) in [str(d) for d in
+                              __import__("noise_search.verifiers.loading", fromlist=["x"]).model_dirs()]]
 out["verifier_errors"] = {
     "labels": error(lambda: vn.verifier_options("clip_score", "cat, dog", "")),
     "target": error(lambda: vn.verifier_options("dino_classifier", "", "")),

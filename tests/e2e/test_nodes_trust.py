@@ -150,7 +150,8 @@ newer["ignores_noise"] = error(lambda: search(empty, 1, "euler", model=ignoring)
 flow = comfy.model_sampling.CONST()
 flow.noise_scale = 0.5
 x, n = torch.zeros(1, 4), torch.ones(1, 4)
-newer["noise_scale"] = [float(cs.renoise_for(flow)(x, 0.2, 0.6, n)[0, 0]), float(cs.renoise_for(comfy.model_sampling.CONST())(x, 0.2, 0.6, n)[0, 0])]
+newer["noise_scale"] = [float(cs.renoise_for(flow)(x, 0.2, 0.6, n)[0, 0]),
+                        float(cs.renoise_for(comfy.model_sampling.CONST())(x, 0.2, 0.6, n)[0, 0])]
 # After scoring, exactly the models sampling loaded come back (a second model included) with the rows' memory.
 extra_model = comfy.model_patcher.ModelPatcher(torch.nn.Linear(2, 2), torch.device("cpu"), torch.device("cpu"))
 dual = model.clone()

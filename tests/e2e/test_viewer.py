@@ -40,7 +40,8 @@ def viewer_prompt(comfy, env, pick: int, batch: int = 2, seed: int = 5) -> dict:
         "2": node("CLIPTextEncode", clip=["1", 1], text=text),
         "3": node("CLIPTextEncode", clip=["1", 1], text=""),
         "4": node("EmptySD3LatentImage", width=64, height=64, batch_size=batch),
-        "5": node("NoiseSearchVerifierLoader", kind="clip_score", model=env.verifier_models["clip_score"], device="cpu"),
+        "5": node("NoiseSearchVerifierLoader", kind="clip_score", model=env.verifier_models["clip_score"],
+                  device="cpu"),
         "6": node("NoiseSearchSampler", model=["1", 0], positive=["2", 0], negative=["3", 0], latent_image=["4", 0],
                   vae=["1", 2], verifier=["5", 0], prompt=text, seed=seed, steps=3, cfg=4.0, sampler_name="euler",
                   scheduler="simple", algorithm="random", candidates=3, budget_nfe=0, top_k=1),
@@ -90,7 +91,8 @@ def test_viewer_outputs_the_best_and_reports_everything(comfy, comfy_env):
     assert meta["items"] == report["items"]
     assert "prompt" in chart.text and json.loads(chart.text["prompt"])["7"]["class_type"] == "NoiseSearchScoreViewer"
     (saved_chart,) = comfy.images(run, "12")
-    assert np.abs(pixels(saved_chart) - np.asarray(chart.convert("RGB"), dtype=np.int16)).max() <= 1  # SaveImage truncates
+    # SaveImage truncates
+    assert np.abs(pixels(saved_chart) - np.asarray(chart.convert("RGB"), dtype=np.int16)).max() <= 1
     assert chart.size[0] == 1024 and chart.size[1] > 600
 
 

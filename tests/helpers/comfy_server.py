@@ -7,9 +7,7 @@ fixtures that start one per session and stop it at the end.
 
 from __future__ import annotations
 
-import copy
 import json
-import math
 import os
 import socket
 import subprocess
@@ -73,7 +71,8 @@ class PromptRejected(RuntimeError):
         for node_id, entry in self.node_errors.items():
             for e in entry.get("errors", []):
                 inp = (e.get("extra_info") or {}).get("input_name", "")
-                out.append(f"node {node_id} ({entry.get('class_type')}) input {inp}: {e.get('message')} {e.get('details')}")
+                out.append(f"node {node_id} ({entry.get('class_type')}) input {inp}: "
+                           f"{e.get('message')} {e.get('details')}")
         return out
 
 
@@ -113,7 +112,8 @@ class Run:
             trace = "".join(err.get("traceback", []))
             log = self.server_log() if self.server_log is not None else ""
             raise AssertionError(f"prompt {self.prompt_id} ended '{self.status}': node {err.get('node_id')} "
-                                 f"({err.get('node_type')}) {err.get('exception_type')}: {err.get('exception_message')}\n"
+                                 f"({err.get('node_type')}) {err.get('exception_type')}: "
+                                 f"{err.get('exception_message')}\n"
                                  f"{trace}\n----- ComfyUI log (tail) -----\n{log}")
         return self
 

@@ -91,7 +91,8 @@ def clip_tokenizer():
         folder = Path(tmp)
         (folder / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
         (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
-        (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "CLIPTokenizer", "model_max_length": 77}))
+        tokenizer_config = {"tokenizer_class": "CLIPTokenizer", "model_max_length": 77}
+        (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
         return CLIPTokenizer.from_pretrained(str(folder))
 
 
@@ -173,7 +174,8 @@ def make_hf_dinov2(folder: Union[str, Path], seed: int = 0, labels: Optional[dic
         extra = dict(num_labels=len(labels), id2label=labels, label2id={v: k for k, v in labels.items()},
                      architectures=["Dinov2ForImageClassification"])
     cfg = Dinov2Config(**TINY_VIT, patch_size=14, image_size=image_size, **extra)
-    build_module(lambda: (Dinov2Model if labels is None else Dinov2ForImageClassification)(cfg), seed).save_pretrained(folder)
+    model_class = Dinov2Model if labels is None else Dinov2ForImageClassification
+    build_module(lambda: model_class(cfg), seed).save_pretrained(folder)
     image_processor = BitImageProcessor(size={"shortest_edge": shortest_edge},
                                         crop_size={"height": image_size, "width": image_size},
                                         image_mean=image_mean, image_std=IMAGENET_STD)
@@ -191,8 +193,10 @@ def make_hf_siglip(folder: Union[str, Path], seed: int = 0, image_size: int = 48
 
     vision = dict(**TINY_VIT, image_size=image_size, patch_size=16)
     text = dict(**TINY_VIT, vocab_size=64, max_position_embeddings=16, bos_token_id=1, eos_token_id=2, pad_token_id=2)
-    build_module(lambda: SiglipModel(SiglipConfig(vision_config=vision, text_config=text)), seed).save_pretrained(folder)
-    image_processor = SiglipImageProcessor(size={"height": image_size, "width": image_size}, image_mean=list(image_mean))
+    build_module(lambda: SiglipModel(SiglipConfig(vision_config=vision, text_config=text)),
+                 seed).save_pretrained(folder)
+    image_processor = SiglipImageProcessor(size={"height": image_size, "width": image_size},
+                                           image_mean=list(image_mean))
     if as_processor:
         SiglipProcessor(image_processor=image_processor, tokenizer=clip_tokenizer()).save_pretrained(str(folder))
     else:
@@ -241,7 +245,8 @@ def make_open_clip_folder(folder: Union[str, Path], seed: int = 0) -> Path:
     """An open_clip folder as open_clip's push_to_hub writes it: open_clip_config.json + open_clip_model.safetensors."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_OPEN_CLIP_CONFIG, "preprocess_cfg": {}}))
+    config = {"model_cfg": TINY_OPEN_CLIP_CONFIG, "preprocess_cfg": {}}
+    (folder / "open_clip_config.json").write_text(json.dumps(config))
     make_open_clip_checkpoint(folder / "open_clip_model.safetensors", seed)
     return folder
 

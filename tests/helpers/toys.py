@@ -83,6 +83,7 @@ def assert_bit_identical(results: list) -> None:
     for r in results[1:]:
         assert torch.equal(r.best, first.best) and torch.equal(r.topk, first.topk)
         assert torch.equal(r.best_noise, first.best_noise)
-        assert (r.topk_ids, r.topk_scores, r.notes, r.nfe) == (first.topk_ids, first.topk_scores, first.notes, first.nfe)
+        assert (r.topk_ids, r.topk_scores, r.notes, r.nfe) == \
+            (first.topk_ids, first.topk_scores, first.notes, first.nfe)
         assert [(c.id, c.parent, c.score, c.members) for c in r.candidates] == \
             [(c.id, c.parent, c.score, c.members) for c in first.candidates]

@@ -55,11 +55,13 @@ def widget_values(node: dict, info: dict) -> dict:
         if not is_widget(spec):
             continue
         if i >= len(values):
-            raise ValueError(f"node {node['id']} ({node['type']}): widgets_values has {len(values)} values, too few for '{name}'")
+            raise ValueError(f"node {node['id']} ({node['type']}): widgets_values has {len(values)} values, "
+                             f"too few for '{name}'")
         out[name] = values[i]
         i += 1 + extra_widgets(name, spec)
     if i != len(values):
-        raise ValueError(f"node {node['id']} ({node['type']}): widgets_values has {len(values)} values, the definition takes {i}")
+        raise ValueError(f"node {node['id']} ({node['type']}): widgets_values has {len(values)} values, "
+                         f"the definition takes {i}")
     return out
 
 
@@ -145,7 +147,8 @@ def workflow_problems(workflow: dict, object_info: dict) -> list[str]:
         if link_type != out_type:
             problems.append(f"{where}: typed {link_type} but node {src} output {src_slot} is {out_type}")
         if in_spec is not None and not types_compatible(out_type, in_spec[0]):
-            problems.append(f"{where}: {out_type} from node {src} into '{dst_input['name']}' ({in_spec[0]}) of node {dst}")
+            problems.append(f"{where}: {out_type} from node {src} into '{dst_input['name']}' ({in_spec[0]}) "
+                            f"of node {dst}")
     for node in workflow["nodes"]:
         for slot in node.get("inputs", []):
             if slot.get("link") is not None and slot["link"] not in links:
@@ -178,7 +181,8 @@ def localize(workflow: dict, env) -> dict:
     for node in workflow["nodes"]:
         if node["type"] in LOCAL_FILES:
             name, suffix = LOCAL_FILES[node["type"]]
-            assert str(node["widgets_values"][0]).endswith(suffix), f"node {node['id']}: {name} should name a {suffix} file"
+            assert str(node["widgets_values"][0]).endswith(suffix), (
+                f"node {node['id']}: {name} should name a {suffix} file")
             node["widgets_values"][0] = local[node["type"]]
     return workflow
 

@@ -108,7 +108,8 @@ def test_within_class_spread_measures_pairwise_distance_per_class():
 
 def test_cli_writes_json_rows(tmp_path, capsys):
     out = tmp_path / "rows.json"
-    scaling.main(["--multiples", "1", "--seeds", "1", "--steps", "4", "--methods", "steps", "random", "--json", str(out)])
+    scaling.main(["--multiples", "1", "--seeds", "1", "--steps", "4", "--methods", "steps", "random",
+                  "--json", str(out)])
     rows = json.loads(out.read_text())
     assert [tuple(r) for r in rows] == [scaling.KEYS, scaling.KEYS]
     assert "verifier" in capsys.readouterr().out

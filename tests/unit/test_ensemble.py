@@ -17,7 +17,8 @@ def test_ranks_share_the_mean_rank_on_ties():
 
 
 def test_percentile_and_zscore_formulas():
-    assert torch.allclose(percentiles(torch.tensor([3.0, 1.0, 3.0, 2.0])), torch.tensor([2.5, 0.0, 2.5, 1.0], dtype=torch.float64) / 3)
+    assert torch.allclose(percentiles(torch.tensor([3.0, 1.0, 3.0, 2.0])),
+                          torch.tensor([2.5, 0.0, 2.5, 1.0], dtype=torch.float64) / 3)
     assert percentiles(torch.tensor([7.0])).tolist() == [0.5]
     z = zscores(torch.tensor([1.0, 2.0, 3.0, 6.0]))
     expected = [(v - 3.0) / math.sqrt(3.5) for v in (1.0, 2.0, 3.0, 6.0)]  # mean 3, population variance 14 / 4
@@ -93,7 +94,8 @@ def test_each_member_is_called_once_per_chunk_and_batches_itself():
 
 
 def test_duplicate_member_names_are_suffixed():
-    assert unique_names(["clip_score", "clip_score", "aesthetic", "clip_score"]) == ["clip_score", "clip_score_2", "aesthetic", "clip_score_3"]
+    assert unique_names(["clip_score", "clip_score", "aesthetic", "clip_score"]) == \
+        ["clip_score", "clip_score_2", "aesthetic", "clip_score_3"]
     ens = Ensemble([Table("clip_score", [1, 2]), Table("clip_score", [2, 1])])
     ens.score(images([0, 1]))
     assert list(ens.member_scores()) == ["clip_score", "clip_score_2"]
@@ -112,7 +114,8 @@ def test_needs_union_reference_sigma_and_check():
 
 def test_bad_weights_and_mode_are_rejected():
     members = [Table("a", [0]), Table("b", [0])]
-    for weights, match in (([1.0], "2 members"), ([1.0, -1.0], ">= 0"), ([0.0, 0.0], "not all 0"), ({"c": 1.0}, "unknown members")):
+    for weights, match in (([1.0], "2 members"), ([1.0, -1.0], ">= 0"), ([0.0, 0.0], "not all 0"),
+                           ({"c": 1.0}, "unknown members")):
         with pytest.raises(VerifierError, match=match):
             Ensemble(members, weights=weights)
     with pytest.raises(VerifierError, match="rank, zscore"):

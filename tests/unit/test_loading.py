@@ -2,15 +2,12 @@
 
 import fnmatch
 import inspect
-import os
 
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-from noise_search.verifiers import aesthetic, clip, loading, preference  # noqa: E402
-from noise_search.verifiers.base import VerifierError  # noqa: E402
-from noise_search.tests.helpers.tiny_models import make_hf_cache_repo  # noqa: E402
+from noise_search.tests.helpers.tiny_models import make_hf_cache_repo
+from noise_search.verifiers import aesthetic, clip, loading, preference
+from noise_search.verifiers.base import VerifierError
 
 EXPECT = "a CLIP checkpoint folder with config.json and model.safetensors"
 SOURCE = "https://huggingface.co/org/tiny-clip"
@@ -126,8 +123,10 @@ def test_download_targets(tmp_path, monkeypatch):
     import huggingface_hub
 
     calls = []
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda repo, **kw: calls.append((repo, kw)) or str(tmp_path))
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda repo, f, **kw: calls.append((repo, f, kw)) or str(tmp_path / f))
+    monkeypatch.setattr(huggingface_hub, "snapshot_download",
+                        lambda repo, **kw: calls.append((repo, kw)) or str(tmp_path))
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download",
+                        lambda repo, f, **kw: calls.append((repo, f, kw)) or str(tmp_path / f))
     loading.set_model_dirs([tmp_path / "models"])
     loading._download("openai/clip-vit-large-patch14", None, "clip_score")
     repo, kw = calls[-1]

@@ -2,12 +2,9 @@
 
 import importlib
 import inspect
-import os
 import subprocess
 import sys
 from pathlib import Path
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest
 import torch
@@ -49,7 +46,8 @@ def test_describe_says_what_each_kind_needs():
     assert verifiers.describe("clip_zero_shot")["required_options"] == ["labels"]
     assert verifiers.describe("dino_classifier")["required_options"] == ["target"]
     sim = verifiers.describe("self_similarity")
-    assert sim["needs"] == ["reference"] and sim["reference_sigma"] == 0.4 and sim["default_model"] == "facebook/dinov2-small"
+    assert sim["needs"] == ["reference"] and sim["reference_sigma"] == 0.4
+    assert sim["default_model"] == "facebook/dinov2-small"
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +56,8 @@ def dino_dir(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("registry") / "dino"
     cfg = Dinov2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=56,
-                       num_labels=3, id2label={0: "tench", 1: "goldfish", 2: "shark"}, architectures=["Dinov2ForImageClassification"])
+                       num_labels=3, id2label={0: "tench", 1: "goldfish", 2: "shark"},
+                       architectures=["Dinov2ForImageClassification"])
     with torch.random.fork_rng(devices=[]):
         model = Dinov2ForImageClassification(cfg)
     g = torch.Generator().manual_seed(0)
@@ -117,10 +116,12 @@ def test_a_loader_module_that_cannot_import_is_a_verifier_error(monkeypatch):
 
 def test_importing_the_package_does_not_import_model_code():
     root = Path(__file__).resolve().parents[2]
-    code = (f"import importlib.util, sys; spec = importlib.util.spec_from_file_location('p', {str(root / 'benchmarks' / '_pack.py')!r}); "
+    pack = str(root / "benchmarks" / "_pack.py")
+    code = (f"import importlib.util, sys; spec = importlib.util.spec_from_file_location('p', {pack!r}); "
             "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); m.load_pack(); "
             "import noise_search.verifiers as v; v.describe('hpsv2'); "
-            "heavy = [n for n in ('transformers', 'open_clip', 'noise_search.verifiers.clip', 'noise_search.verifiers.dino') if n in sys.modules]; "
+            "heavy = [n for n in ('transformers', 'open_clip', 'noise_search.verifiers.clip', "
+            "'noise_search.verifiers.dino') if n in sys.modules]; "
             "print(heavy); assert not heavy")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr

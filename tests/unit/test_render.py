@@ -8,9 +8,9 @@ import json
 import pytest
 import torch
 
-from noise_search.search import run_search
-from noise_search.report.render import LINEAGE_H, PAD, THEMES, THUMB, final_ids, pick_ids, ranked, render_report
 from noise_search.report import SearchReport
+from noise_search.report.render import LINEAGE_H, PAD, THEMES, THUMB, final_ids, pick_ids, ranked, render_report
+from noise_search.search import run_search
 from noise_search.tests.helpers.toys import Toy
 
 CONFIGS = {"random": dict(n=12), "zero_order": dict(n=4, rounds=3), "paths": dict(n=2, m=3, delta_f=0.1, delta_b=0.3)}
@@ -29,7 +29,8 @@ def make_report(results: list, size: int = 32) -> SearchReport:
     images, latents = [], []
     for r in results:
         finals = [c.id for c in r.candidates if c.sigma == 0]
-        images.append({i: torch.tensor(color(i), dtype=torch.float32).div(255).expand(size, size, 3).clone() for i in finals})
+        images.append({i: torch.tensor(color(i), dtype=torch.float32).div(255).expand(size, size, 3).clone()
+                       for i in finals})
         latents.append({i: torch.full((2, 3, 3), float(i)) for i in finals})
     return SearchReport(results, "toy", ["neg_dist", "mean"], "a toy", 0.25, images, latents)
 
@@ -125,10 +126,12 @@ def test_pick_ids(reports):
     best = [r.best_id for r in report.results]
     assert pick_ids(report, -1) == best
     finals = final_ids(report, 0)
-    assert finals and all(c.sigma == 0 and c.id in report.latents[0] for c in report.results[0].candidates if c.id in finals)
+    assert finals and all(c.sigma == 0 and c.id in report.latents[0]
+                          for c in report.results[0].candidates if c.id in finals)
     assert pick_ids(report, finals[-1]) == [finals[-1], finals[-1]]
     intermediate = next(c.id for c in report.results[0].candidates if c.sigma > 0)
-    with pytest.raises(ValueError, match=rf"pick={intermediate} is not a final candidate.*valid ids: {finals[0]}, .*-1 for the best"):
+    with pytest.raises(ValueError, match=rf"pick={intermediate} is not a final candidate"
+                                         rf".*valid ids: {finals[0]}, .*-1 for the best"):
         pick_ids(report, intermediate)
     next(c for c in report.results[1].candidates if c.id == finals[-1]).final = False
     with pytest.raises(ValueError, match="batch item 1"):

@@ -5,19 +5,16 @@ Table members give hand-checked cases and a reference that replays each algorith
 real tiny verifiers (CLIPScore + aesthetic) score images decoded from the toy problem.
 """
 
-import os
 
 import pytest
 import torch
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-from noise_search.search import run_search  # noqa: E402
-from noise_search.tests.helpers.tables import Table, images  # noqa: E402
-from noise_search.tests.helpers.toys import Toy, assert_bit_identical  # noqa: E402
-from noise_search.tests.helpers.tiny_models import make_aesthetic_mlp, make_hf_clip  # noqa: E402
-from noise_search.verifiers import load_verifier  # noqa: E402
-from noise_search.verifiers.ensemble import Ensemble, combine  # noqa: E402
+from noise_search.search import run_search
+from noise_search.tests.helpers.tables import Table, images
+from noise_search.tests.helpers.tiny_models import make_aesthetic_mlp, make_hf_clip
+from noise_search.tests.helpers.toys import Toy, assert_bit_identical
+from noise_search.verifiers import load_verifier
+from noise_search.verifiers.ensemble import Ensemble, combine
 
 BATCHES = (1, 3, 64)  # one row per call, a few, every row of the largest set in one call
 ISSUE = {"A": [7, 5, 9, 3], "B": [8, 2, 4, 2]}

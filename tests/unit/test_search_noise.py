@@ -80,7 +80,7 @@ def test_renoise_flow_matches_the_rectified_flow_marginal():
 
 def test_renoise_kernels_refuse_to_go_down_and_are_registered():
     x, n = torch.zeros(2), torch.ones(2)
-    for name, kernel in RENOISE.items():
+    for kernel in RENOISE.values():
         with pytest.raises(ValueError, match="sigma_to=0.2 must be >= sigma_from=0.5"):
             kernel(x, 0.5, 0.2, n)
     assert RENOISE == {"ve": renoise_ve, "flow": renoise_flow}

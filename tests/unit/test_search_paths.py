@@ -4,10 +4,16 @@
 import pytest
 import torch
 
-from noise_search.search import (ALGORITHMS, BudgetError, estimate_nfe, random_search, run_search,
-                                 search_over_paths, zero_order_search)
+from noise_search.search import (
+    ALGORITHMS,
+    BudgetError,
+    estimate_nfe,
+    random_search,
+    run_search,
+    search_over_paths,
+    zero_order_search,
+)
 from noise_search.search.noise import renoise_ve
-
 from noise_search.tests.helpers.toys import Toy, assert_bit_identical, heun_cost
 
 

@@ -6,7 +6,6 @@ import torch
 from noise_search.search import BudgetError, estimate_nfe, random_search, run_search
 from noise_search.search.noise import renoise_ve, seeded_noise
 from noise_search.search.types import SearchProblem
-
 from noise_search.tests.helpers.toys import SHAPE, Toy, assert_bit_identical, heun_cost
 
 

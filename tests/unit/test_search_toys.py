@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from noise_search.tests.helpers.toys import MU, S, SHAPE, Toy, denoise
+from noise_search.tests.helpers.toys import MU, SHAPE, S, Toy, denoise
 
 
 def _ids(k):

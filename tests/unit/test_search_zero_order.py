@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from noise_search.search import BudgetError, estimate_nfe, run_search, zero_order_search
-
 from noise_search.tests.helpers.toys import Toy, assert_bit_identical, heun_cost
 
 

@@ -1,18 +1,20 @@
 """CLIPScore, CLIP zero-shot and the shared CLIP preprocessing / encoders, on tiny real-format checkpoints."""
 
-import os
 
 import numpy as np
 import pytest
 import torch
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-from noise_search.tests.helpers.tiny_models import (TINY_OPEN_CLIP, make_hf_clip, make_open_clip_checkpoint,  # noqa: E402
-                                            random_images, register_tiny_open_clip)
-from noise_search.verifiers import clip, loading  # noqa: E402
-from noise_search.verifiers.base import VerifierError  # noqa: E402
-from noise_search.verifiers.preprocess import ImagePreprocess  # noqa: E402
+from noise_search.tests.helpers.tiny_models import (
+    TINY_OPEN_CLIP,
+    make_hf_clip,
+    make_open_clip_checkpoint,
+    random_images,
+    register_tiny_open_clip,
+)
+from noise_search.verifiers import clip, loading
+from noise_search.verifiers.base import VerifierError
+from noise_search.verifiers.preprocess import ImagePreprocess
 
 # The tiny models see 32x32 inputs: 8-bit images of exactly that size need no resize or crop, so the reference
 # processors and our torch preprocessing agree to float rounding and values can be compared tightly.
@@ -61,7 +63,8 @@ def noisy_uint8(h, w, seed):
     """Blocky colours plus per-pixel noise: a hard case for resampling (overshoot, rounding)."""
     from PIL import Image
     rng = np.random.default_rng(seed)
-    base = Image.fromarray((rng.random((h // 8 + 2, w // 8 + 2, 3)) * 255).astype(np.uint8)).resize((w, h), Image.BILINEAR)
+    low = (rng.random((h // 8 + 2, w // 8 + 2, 3)) * 255).astype(np.uint8)
+    base = Image.fromarray(low).resize((w, h), Image.BILINEAR)
     return np.clip(np.asarray(base).astype(int) + rng.integers(-20, 21, (h, w, 3)), 0, 255).astype(np.uint8)
 
 
@@ -74,7 +77,8 @@ def noisy_uint8(h, w, seed):
 def assert_close_to_reference(ours, ref, std):
     steps = (ours - ref).abs() * torch.tensor(std).view(1, 3, 1, 1) * 255
     within_one = float((steps <= 1.01).float().mean())
-    assert steps.max() <= 5 and within_one >= 0.999 and steps.mean() < 0.5, (float(steps.max()), within_one, float(steps.mean()))
+    assert steps.max() <= 5 and within_one >= 0.999 and steps.mean() < 0.5, \
+        (float(steps.max()), within_one, float(steps.mean()))
 
 
 def hf_processors():

@@ -1,21 +1,26 @@
 """Aesthetic (LAION MLP), PickScore and HPSv2 on tiny real-format checkpoints, against independent computations."""
 
-import os
 import shutil
 
 import numpy as np
 import pytest
 import torch
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-from noise_search.tests.helpers.tiny_models import (TINY_OPEN_CLIP, TINY_OPEN_CLIP_CONFIG, make_aesthetic_mlp,  # noqa: E402
-                                            make_hf_cache_repo, make_hf_clip, make_hf_processor,
-                                            make_open_clip_checkpoint, random_images, register_tiny_open_clip)
-from noise_search.verifiers import loading  # noqa: E402
-from noise_search.verifiers.aesthetic import load_aesthetic  # noqa: E402
-from noise_search.verifiers.base import VerifierError  # noqa: E402
-from noise_search.verifiers.preference import load_hpsv2, load_pickscore  # noqa: E402
+from noise_search.tests.helpers.tiny_models import (
+    TINY_OPEN_CLIP,
+    TINY_OPEN_CLIP_CONFIG,
+    make_aesthetic_mlp,
+    make_hf_cache_repo,
+    make_hf_clip,
+    make_hf_processor,
+    make_open_clip_checkpoint,
+    random_images,
+    register_tiny_open_clip,
+)
+from noise_search.verifiers import loading
+from noise_search.verifiers.aesthetic import load_aesthetic
+from noise_search.verifiers.base import VerifierError
+from noise_search.verifiers.preference import load_hpsv2, load_pickscore
 
 SIZE = 32
 
@@ -108,7 +113,8 @@ def test_aesthetic_default_name_found_in_the_hf_cache(models, tmp_path, monkeypa
                        {"sac+logos+ava1-l14-linearMSE.pth": models["mlp"]})
     images = random_images(2, seed=4)
     v = load_aesthetic(clip_model=str(models["clip"]))
-    assert torch.equal(v.score(images), load_aesthetic(str(models["mlp"]), clip_model=str(models["clip"])).score(images))
+    explicit = load_aesthetic(str(models["mlp"]), clip_model=str(models["clip"]))
+    assert torch.equal(v.score(images), explicit.score(images))
 
 
 def test_aesthetic_missing_clip_names_the_option_and_source(models, tmp_path):

@@ -3,20 +3,25 @@ foreign config.json, a broken processor file. Each must be a VerifierError namin
 and the fix (what the Load Verifier node shows), never a bare safetensors / torch / json / transformers error."""
 
 import json
-import os
 import shutil
 
 import numpy as np
 import pytest
 import torch
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-from noise_search.tests.helpers.tiny_models import (TINY_OPEN_CLIP, make_aesthetic_mlp, make_hf_clip,  # noqa: E402
-                                            make_hf_dinov2, make_hf_processor, make_hf_siglip, make_open_clip_checkpoint,
-                                            make_open_clip_folder, register_tiny_open_clip)
-from noise_search.verifiers.base import VerifierError  # noqa: E402
-from noise_search.verifiers.registry import load_verifier  # noqa: E402
+from noise_search.tests.helpers.tiny_models import (
+    TINY_OPEN_CLIP,
+    make_aesthetic_mlp,
+    make_hf_clip,
+    make_hf_dinov2,
+    make_hf_processor,
+    make_hf_siglip,
+    make_open_clip_checkpoint,
+    make_open_clip_folder,
+    register_tiny_open_clip,
+)
+from noise_search.verifiers.base import VerifierError
+from noise_search.verifiers.registry import load_verifier
 
 LABELS = {0: "tench, Tinca tinca", 1: "goldfish, Carassius auratus"}
 ZERO_SHOT = {"labels": "cat, dog"}
@@ -75,7 +80,8 @@ WEIGHTS_CASES = {
     "clip_score-open_clip-pt": ("clip_score", "oc.pt", OPEN_CLIP, "oc.pt"),
     "clip_score-open_clip-folder": ("clip_score", "oc_folder", {}, "oc_folder/open_clip_model.safetensors"),
     "clip_zero_shot-hf": ("clip_zero_shot", "clip", ZERO_SHOT, "clip/model.safetensors"),
-    "clip_zero_shot-open_clip-safetensors": ("clip_zero_shot", "oc.safetensors", {**ZERO_SHOT, **OPEN_CLIP}, "oc.safetensors"),
+    "clip_zero_shot-open_clip-safetensors": ("clip_zero_shot", "oc.safetensors", {**ZERO_SHOT, **OPEN_CLIP},
+                                             "oc.safetensors"),
     "aesthetic-head-pth": ("aesthetic", "mlp.pth", {"clip_model": "clip"}, "mlp.pth"),
     "aesthetic-head-safetensors": ("aesthetic", "mlp.safetensors", {"clip_model": "clip"}, "mlp.safetensors"),
     "aesthetic-clip_model": ("aesthetic", "mlp.pth", {"clip_model": "clip"}, "clip/model.safetensors"),

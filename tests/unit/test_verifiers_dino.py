@@ -1,8 +1,5 @@
 """DINOv2 classifier verifier on a tiny random-weight Dinov2ForImageClassification saved in the real HF format."""
 
-import os
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest
 import torch
@@ -29,8 +26,8 @@ def dino_dir(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("models") / "tiny-dinov2-classifier"
     cfg = Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, patch_size=14,
-                       image_size=224, num_labels=len(LABELS), id2label=LABELS, label2id={v: k for k, v in LABELS.items()},
-                       architectures=["Dinov2ForImageClassification"])
+                       image_size=224, num_labels=len(LABELS), id2label=LABELS,
+                       label2id={v: k for k, v in LABELS.items()}, architectures=["Dinov2ForImageClassification"])
     build_module(lambda: Dinov2ForImageClassification(cfg), 0).eval().save_pretrained(folder)
     BitImageProcessor(size={"shortest_edge": 256}, crop_size={"height": 224, "width": 224},
                       image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225]).save_pretrained(folder)
@@ -47,7 +44,8 @@ def images(n, h=96, w=128, seed=1):
 
 
 def smooth_images(n, h, w, seed=1):
-    """Low-frequency images in [0.1, 0.9]: bicubic overshoot stays inside 0..1, where clamping (ours, PIL) is a no-op."""
+    """Low-frequency images in [0.1, 0.9]: bicubic overshoot stays inside 0..1, where clamping (ours, PIL) is a
+    no-op."""
     low = torch.rand(n, 3, 6, 8, generator=torch.Generator().manual_seed(seed))
     x = torch.nn.functional.interpolate(low, size=(h, w), mode="bilinear", align_corners=False)
     return (x * 0.8 + 0.1).permute(0, 2, 3, 1)
@@ -78,7 +76,8 @@ def test_preprocessing_is_close_to_the_pil_processor(dino_dir):
     x = (smooth_images(1, 300, 400) * 255).round() / 255
     ours = image_preprocess(dino_dir, "dino_classifier", SOURCE, DINOV2_PREPROCESS)(x)
     pil = Image.fromarray((x[0] * 255).round().byte().numpy())
-    ref = AutoImageProcessor.from_pretrained(str(dino_dir), backend="pil")(images=[pil], return_tensors="pt")["pixel_values"]
+    processor = AutoImageProcessor.from_pretrained(str(dino_dir), backend="pil")
+    ref = processor(images=[pil], return_tensors="pt")["pixel_values"]
     grey = 1 / 255 / 0.224
     assert (ours - ref).abs().max() < 1.5 * grey and (ours - ref).abs().mean() < 0.5 * grey
 
@@ -88,7 +87,8 @@ def test_score_is_the_log_softmax_of_the_target_logit(verifier, dino_dir):
 
     x = smooth_images(3, 96, 128)
     net = Dinov2ForImageClassification.from_pretrained(str(dino_dir)).eval()
-    pixels = AutoImageProcessor.from_pretrained(str(dino_dir))(images=list(x.permute(0, 3, 1, 2)), do_rescale=False, return_tensors="pt")["pixel_values"]
+    processor = AutoImageProcessor.from_pretrained(str(dino_dir))
+    pixels = processor(images=list(x.permute(0, 3, 1, 2)), do_rescale=False, return_tensors="pt")["pixel_values"]
     with torch.no_grad():
         logits = net(pixel_values=pixels).logits.double()
     expected = logits[:, 1] - torch.logsumexp(logits, dim=-1)
@@ -153,14 +153,16 @@ def test_loads_a_pytorch_model_bin_folder(dino_dir, tmp_path):
         shutil.copyfile(dino_dir / name, folder / name)
     torch.save(load_file(str(dino_dir / "model.safetensors")), folder / "pytorch_model.bin")
     x = images(2)
-    assert torch.equal(load_dino_classifier(str(folder), target=1).score(x), load_dino_classifier(str(dino_dir), target=1).score(x))
+    assert torch.equal(load_dino_classifier(str(folder), target=1).score(x),
+                       load_dino_classifier(str(dino_dir), target=1).score(x))
 
 
 def test_a_backbone_without_head_is_refused(tmp_path):
     from transformers import Dinov2Config, Dinov2Model
 
     with torch.random.fork_rng(devices=[]):
-        Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)).save_pretrained(tmp_path / "backbone")
+        cfg = Dinov2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+        Dinov2Model(cfg).save_pretrained(tmp_path / "backbone")
     with pytest.raises(VerifierError, match="expected one of \\['Dinov2ForImageClassification'\\]"):
         load_dino_classifier(str(tmp_path / "backbone"), target=0)
 

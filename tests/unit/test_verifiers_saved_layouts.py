@@ -6,17 +6,20 @@ verifiers load processors with transformers' Auto classes, so both layouts must 
 same image processor settings (not the defaults: a folder whose processor went unread would score differently).
 """
 
-import os
 import shutil
 
 import pytest
 import torch
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-from noise_search.tests.helpers.tiny_models import (make_aesthetic_mlp, make_hf_clip, make_hf_dinov2,  # noqa: E402
-                                            make_hf_processor, make_hf_siglip, random_images)
-from noise_search.verifiers.registry import load_verifier  # noqa: E402
+from noise_search.tests.helpers.tiny_models import (
+    make_aesthetic_mlp,
+    make_hf_clip,
+    make_hf_dinov2,
+    make_hf_processor,
+    make_hf_siglip,
+    random_images,
+)
+from noise_search.verifiers.registry import load_verifier
 
 LABELS = {0: "tench, Tinca tinca", 1: "goldfish, Carassius auratus", 2: "great white shark"}
 DINO_MEAN = [0.3, 0.4, 0.5]  # not the ImageNet mean of the DINOv2 default

@@ -1,15 +1,17 @@
 """Self-similarity verifier on tiny random-weight DINOv2, SigLIP and CLIP models saved in the real formats."""
 
 import json
-import os
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from noise_search.tests.helpers.tiny_models import build_module, make_hf_clip, make_open_clip_checkpoint, register_tiny_open_clip
+from noise_search.tests.helpers.tiny_models import (
+    build_module,
+    make_hf_clip,
+    make_open_clip_checkpoint,
+    register_tiny_open_clip,
+)
 from noise_search.verifiers.base import VerifierError
 from noise_search.verifiers.loading import set_model_dirs
 from noise_search.verifiers.selfsim import infer_backbone, load_self_similarity
@@ -19,16 +21,27 @@ TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_atten
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
-    from transformers import (BitImageProcessor, Dinov2Config, Dinov2Model, SiglipConfig, SiglipImageProcessor,
-                              SiglipModel, SiglipVisionConfig, SiglipVisionModel)
+    from transformers import (
+        BitImageProcessor,
+        Dinov2Config,
+        Dinov2Model,
+        SiglipConfig,
+        SiglipImageProcessor,
+        SiglipModel,
+        SiglipVisionConfig,
+        SiglipVisionModel,
+    )
 
     root = tmp_path_factory.mktemp("selfsim")
-    build_module(lambda: Dinov2Model(Dinov2Config(**TINY, patch_size=14, image_size=56)), 0).save_pretrained(root / "dinov2")
+    build_module(lambda: Dinov2Model(Dinov2Config(**TINY, patch_size=14, image_size=56)),
+                 0).save_pretrained(root / "dinov2")
     BitImageProcessor(size={"shortest_edge": 64}, crop_size={"height": 56, "width": 56},
-                      image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225]).save_pretrained(root / "dinov2")
+                      image_mean=[0.485, 0.456, 0.406],
+                      image_std=[0.229, 0.224, 0.225]).save_pretrained(root / "dinov2")
     vision = dict(**TINY, image_size=48, patch_size=16)
     text = dict(**TINY, vocab_size=64, max_position_embeddings=16, bos_token_id=1, eos_token_id=2, pad_token_id=2)
-    build_module(lambda: SiglipModel(SiglipConfig(vision_config=vision, text_config=text)), 1).save_pretrained(root / "siglip")
+    build_module(lambda: SiglipModel(SiglipConfig(vision_config=vision, text_config=text)),
+                 1).save_pretrained(root / "siglip")
     SiglipImageProcessor(size={"height": 48, "width": 48}).save_pretrained(root / "siglip")
     build_module(lambda: SiglipVisionModel(SiglipVisionConfig(**vision)), 2).save_pretrained(root / "siglip-vision")
     make_hf_clip(root / "clip", seed=3)
