@@ -82,7 +82,8 @@ class VerifierMLP(nn.Module):
 
     def __init__(self, hidden: int = 128) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(64, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, NUM_CLASSES))
+        self.net = nn.Sequential(nn.Linear(64, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
+                                 nn.Linear(hidden, NUM_CLASSES))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.flatten(1))
@@ -151,7 +152,8 @@ def velocity_fn(flow: FlowMLP, label: int, guidance: float) -> Callable[[torch.T
     return v
 
 
-def euler(v: Callable, x: torch.Tensor, sigmas: torch.Tensor, on_call: Optional[Callable[[int], None]] = None) -> tuple[torch.Tensor, torch.Tensor]:
+def euler(v: Callable, x: torch.Tensor, sigmas: torch.Tensor,
+          on_call: Optional[Callable[[int], None]] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Euler over the decreasing sigma slice; returns (x at sigmas[-1], x0 prediction of the last evaluation)."""
     x0 = x
     for s, s_next in zip(sigmas[:-1], sigmas[1:]):

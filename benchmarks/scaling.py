@@ -1,4 +1,4 @@
-"""Inference-time scaling in miniature: more denoising steps vs. noise search at equal NFE budgets (Ma et al. 2025, Fig. 1).
+"""Inference-time scaling in miniature: more denoising steps vs. noise search at equal NFE (Ma et al. 2025, Fig. 1).
 
     python benchmarks/scaling.py                 # full run: budgets 1x 4x 16x 64x, 10 classes x 50 seeds
     python benchmarks/scaling.py --quick         # 1x 4x 16x, 10 classes x 10 seeds (under two minutes)
@@ -29,7 +29,15 @@ load_pack()
 from noise_search.search import RENOISE, SearchProblem, SearchResult, estimate_nfe, run_search, seeded_noise  # noqa: E402
 
 from digits_models import (  # noqa: E402
-    NUM_CLASSES, SHAPE, WEIGHTS, euler, flow_sigmas, frechet_distance, load_model, load_splits, velocity_fn,
+    NUM_CLASSES,
+    SHAPE,
+    WEIGHTS,
+    euler,
+    flow_sigmas,
+    frechet_distance,
+    load_model,
+    load_splits,
+    velocity_fn,
 )
 
 KEYS = ("method", "budget_nfe", "nfe_spent", "verifier_score", "eval_accuracy", "frechet", "seconds")
@@ -103,7 +111,8 @@ def run_method(models: dict, method: str, multiple: int, labels: Sequence[int], 
     start = time.perf_counter()
     for seed in seeds:
         for label in labels:
-            problem = make_problem(models, label, 10_000 * (NUM_CLASSES * seed + label), sample_steps, guidance, max_batch)
+            noise_seed = 10_000 * (NUM_CLASSES * seed + label)
+            problem = make_problem(models, label, noise_seed, sample_steps, guidance, max_batch)
             result: SearchResult = run_search(algorithm, problem, budget_nfe=budget, **config)
             if result.nfe > budget:
                 raise RuntimeError(f"{method} at {multiple}x spent {result.nfe} NFEs, over the budget {budget}")
@@ -169,7 +178,8 @@ def real_reference(models: dict, per_class: int) -> tuple[float, float]:
     gen_x, gen_y = load_splits()["generator"]
     keep = torch.cat([torch.nonzero(gen_y == c).flatten()[:per_class] for c in range(NUM_CLASSES)])
     ref = evaluator_features(models, load_splits()["heldout"][0])
-    return frechet_distance(evaluator_features(models, gen_x[keep]), ref), within_class_spread(gen_x[keep], gen_y[keep].tolist())
+    return (frechet_distance(evaluator_features(models, gen_x[keep]), ref),
+            within_class_spread(gen_x[keep], gen_y[keep].tolist()))
 
 
 def format_table(rows: Sequence[dict], steps: int, spread: Optional[Sequence[float]] = None) -> str:
@@ -186,7 +196,8 @@ def format_table(rows: Sequence[dict], steps: int, spread: Optional[Sequence[flo
 def main(argv: Optional[Sequence[str]] = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help=f"budgets {QUICK['multiples']}x, {QUICK['seeds']} seeds")
-    parser.add_argument("--seeds", type=int, help=f"noise seeds per class (default: {FULL['seeds']}, quick: {QUICK['seeds']})")
+    parser.add_argument("--seeds", type=int,
+                        help=f"noise seeds per class (default: {FULL['seeds']}, quick: {QUICK['seeds']})")
     parser.add_argument("--multiples", type=int, nargs="+", help="budgets as multiples of one sample")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--steps", type=int, default=10, help="Euler steps of one sample (= NFEs of 1x)")
@@ -206,7 +217,8 @@ def main(argv: Optional[Sequence[str]] = None) -> list[dict]:
                          guidance=args.guidance, spread=spread)
     print(format_table(rows, args.steps, spread))
     real_frechet, real_spread = real_reference(models, len(seeds))
-    print(f"{NUM_CLASSES} classes x {len(seeds)} seeds per row, guidance {args.guidance}, 1x = {args.steps} Euler steps; "
+    print(f"{NUM_CLASSES} classes x {len(seeds)} seeds per row, guidance {args.guidance}, "
+          f"1x = {args.steps} Euler steps; "
           f"as many real digits: frechet {real_frechet:.2f}, spread {real_spread:.3f}; "
           f"total {time.perf_counter() - start:.1f} s")
     if args.json is not None:

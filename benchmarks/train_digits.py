@@ -44,7 +44,8 @@ def build(name: str, generator: torch.Generator) -> nn.Module:
     return model
 
 
-def train_flow(images: torch.Tensor, labels: torch.Tensor, *, steps: int, batch: int, lr: float, label_dropout: float, seed: int) -> nn.Module:
+def train_flow(images: torch.Tensor, labels: torch.Tensor, *, steps: int, batch: int, lr: float, label_dropout: float,
+               seed: int) -> nn.Module:
     """Rectified flow: regress v = eps - x0 at x_t = (1 - t) x0 + t eps, dropping labels for CFG."""
     g = torch.Generator().manual_seed(seed)
     model = build("flow", g).train()
@@ -74,7 +75,8 @@ def _shift(x: torch.Tensor, shift: int, g: torch.Generator) -> torch.Tensor:
     return padded.gather(2, rows).gather(3, cols)
 
 
-def train_classifier(name: str, images: torch.Tensor, labels: torch.Tensor, *, steps: int, batch: int, lr: float, weight_decay: float, seed: int, shift: int = 0) -> nn.Module:
+def train_classifier(name: str, images: torch.Tensor, labels: torch.Tensor, *, steps: int, batch: int, lr: float,
+                     weight_decay: float, seed: int, shift: int = 0) -> nn.Module:
     """Cross-entropy training of the verifier or evaluator on its own split."""
     g = torch.Generator().manual_seed(seed)
     model = build(name, g).train()
@@ -131,7 +133,8 @@ def save(models: dict[str, nn.Module], record: dict, root: Path = WEIGHTS) -> No
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=WEIGHTS, help="folder for the safetensors and JSON")
-    parser.add_argument("--flow-steps", type=int, default=DEFAULTS["flow"]["steps"], help="optimizer steps of the flow model")
+    parser.add_argument("--flow-steps", type=int, default=DEFAULTS["flow"]["steps"],
+                        help="optimizer steps of the flow model")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (fixed for bit-exact results)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -140,7 +143,8 @@ def main() -> None:
     settings["flow"]["steps"] = args.flow_steps
     models, record, seconds = train_all(settings)
     save(models, record, args.out)
-    print(json.dumps({**{k: record[k] for k in ("split_sizes", "heldout_accuracy")}, "train_seconds": seconds}, indent=2))
+    summary = {**{k: record[k] for k in ("split_sizes", "heldout_accuracy")}, "train_seconds": seconds}
+    print(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ class SearchDenoiser(comfy.samplers.KSamplerX0Inpaint):
         self.calls = 0
         self.x0: Optional[torch.Tensor] = None
 
-    def __call__(self, x, sigma, denoise_mask, model_options={}, seed=None):
+    def __call__(self, x, sigma, denoise_mask, model_options={}, seed=None):  # noqa: B006 (ComfyUI's signature)
         comfy.model_management.throw_exception_if_processing_interrupted()
         out = super().__call__(x, sigma, denoise_mask, model_options=model_options, seed=seed)
         self.calls += 1
@@ -67,7 +67,7 @@ class _DryRunDenoiser:
                                            model_patcher=model_patcher)
         self.calls = 0
 
-    def __call__(self, x, sigma, denoise_mask=None, model_options={}, seed=None):
+    def __call__(self, x, sigma, denoise_mask=None, model_options={}, seed=None):  # noqa: B006 (as ComfyUI's)
         self.calls += 1
         out = torch.zeros_like(x)
         for fn in model_options.get("sampler_post_cfg_function", []):

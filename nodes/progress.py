@@ -33,6 +33,7 @@ def _send_text(text: str, node_id: Optional[str]) -> None:
 
 def _preview(image: torch.Tensor):
     from PIL import Image
+
     from comfy.cli_args import LatentPreviewMethod, args
 
     if args.preview_method == LatentPreviewMethod.NoPreviews:

@@ -49,7 +49,8 @@ def local_models() -> list[str]:
                     found.append(entry.name)
                 else:
                     found += [f"{entry.name}/{sub.name}" for sub in sorted(entry.iterdir())
-                              if (sub.is_file() and sub.suffix in MODEL_SUFFIXES) or (sub.is_dir() and _is_model_dir(sub))]
+                          if (sub.is_file() and sub.suffix in MODEL_SUFFIXES)
+                          or (sub.is_dir() and _is_model_dir(sub))]
     return found
 
 
@@ -178,7 +179,8 @@ class NoiseSearchVerifierEnsemble(io.ComfyNode):
                 VerifierType.Input("verifier_3", optional=True, tooltip="Optional third verifier."),
                 VerifierType.Input("verifier_4", optional=True, tooltip="Optional fourth verifier."),
                 io.String.Input("weights", default="",
-                                tooltip="One weight per connected verifier in input order, e.g. '1, 2'; empty = equal."),
+                                tooltip="One weight per connected verifier in input order, e.g. '1, 2'; "
+                                        "empty = equal."),
                 io.Combo.Input("mode", options=list(MODES), default="rank",
                                tooltip="rank: average percentile ranks (robust to scale). zscore: average z-scores."),
             ],
@@ -190,7 +192,8 @@ class NoiseSearchVerifierEnsemble(io.ComfyNode):
         handles = [v for v in (verifier_1, verifier_2, verifier_3, verifier_4) if v is not None]
         for i, h in enumerate(handles):
             if not isinstance(h, LoadedVerifier):
-                raise ValueError(f"Verifier Ensemble: input {i + 1} is not a VERIFIER from Load Verifier or an ensemble")
+                raise ValueError(f"Verifier Ensemble: input {i + 1} is not a VERIFIER from Load Verifier "
+                                 "or an ensemble")
         try:
             ensemble = Ensemble([h.verifier for h in handles], weights=parse_weights(weights, len(handles)), mode=mode)
         except VerifierError as e:

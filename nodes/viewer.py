@@ -82,16 +82,20 @@ class NoiseSearchScoreViewer(io.ComfyNode):
                                      "(shown in the viewer's gallery)."),
             ],
             outputs=[
-                io.Image.Output("chart", display_name="chart", tooltip="The report chart: gallery, score curve, lineage."),
-                io.Latent.Output("latent", display_name="latent", tooltip="The picked candidate's final latent, one per batch item."),
-                io.Image.Output("image", display_name="image", tooltip="The picked candidate's decoded image, one per batch item."),
+                io.Image.Output("chart", display_name="chart",
+                                tooltip="The report chart: gallery, score curve, lineage."),
+                io.Latent.Output("latent", display_name="latent",
+                                 tooltip="The picked candidate's final latent, one per batch item."),
+                io.Image.Output("image", display_name="image",
+                                tooltip="The picked candidate's decoded image, one per batch item."),
             ],
         )
 
     @classmethod
     def execute(cls, report: SearchReport, pick: int) -> io.NodeOutput:
         if not isinstance(report, SearchReport):
-            raise TypeError(f"'report' must be the SEARCH_REPORT output of a Noise Search sampler, got {type(report).__name__}")
+            raise TypeError(f"'report' must be the SEARCH_REPORT output of a Noise Search sampler, "
+                            f"got {type(report).__name__}")
         picked = pick_ids(report, pick)
         for i, cid in enumerate(picked):
             if cid not in report.latents[i] or cid not in report.images[i]:
@@ -110,5 +114,6 @@ class NoiseSearchScoreViewer(io.ComfyNode):
         data = report.to_dict()
         data.update(pick=int(pick), picked=picked, thumbnails=thumbs, pick_warning=pick_warning(args))
         arr = (chart[0].numpy() * 255.0).round().astype(np.uint8)
-        saved = _save_png(Image.fromarray(arr), f"noise_search_{token}_chart.png", _chart_metadata(report.to_dict(), cls.hidden))
+        saved = _save_png(Image.fromarray(arr), f"noise_search_{token}_chart.png",
+                          _chart_metadata(report.to_dict(), cls.hidden))
         return io.NodeOutput(chart, {"samples": latent}, image, ui={"images": [saved], "noise_search": [data]})

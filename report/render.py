@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from .report import SearchReport
 from ..search.types import Candidate, SearchResult
+from .report import SearchReport
 
 THEMES = {
     "dark": {
@@ -265,17 +265,20 @@ def _draw_lineage(draw, result: SearchResult, x0, y0, width, t, picked) -> int:
 def _header(draw, report: SearchReport, item: int, x0, y0, width, t) -> int:
     r = report.results[item]
     f, fs = _font(15), _font(12)
-    gain = "" if r.baseline_score is None else f" (no search {fmt_score(r.baseline_score)}, {r.best_score - r.baseline_score:+.3g})"
+    gain = ("" if r.baseline_score is None
+            else f" (no search {fmt_score(r.baseline_score)}, {r.best_score - r.baseline_score:+.3g})")
     batch = f"item {item}: " if len(report.results) > 1 else ""
-    draw.text((x0, y0), _fit(draw, f"{batch}{r.algorithm} search, best id {r.best_id} = {fmt_score(r.best_score)}{gain}", f, width),
-              font=f, fill=t["fg"])
+    head = f"{batch}{r.algorithm} search, best id {r.best_id} = {fmt_score(r.best_score)}{gain}"
+    draw.text((x0, y0), _fit(draw, head, f, width), font=f, fill=t["fg"])
     verifier = report.verifier + (f" [{', '.join(report.members)}]" if report.members else "")
-    sub = f"verifier {verifier}  |  {r.nfe} NFE (planned {r.nfe_planned})  |  {len(r.candidates)} scored  |  {report.seconds:.1f} s"
+    sub = (f"verifier {verifier}  |  {r.nfe} NFE (planned {r.nfe_planned})  |  {len(r.candidates)} scored  |  "
+           f"{report.seconds:.1f} s")
     draw.text((x0, y0 + 22), _fit(draw, sub, fs, width), font=fs, fill=t["muted"])
     return 44
 
 
-def render_report(report: SearchReport, *, width: int = 1024, theme: str = "dark", picked: Optional[Sequence[int]] = None) -> torch.Tensor:
+def render_report(report: SearchReport, *, width: int = 1024, theme: str = "dark",
+                  picked: Optional[Sequence[int]] = None) -> torch.Tensor:
     """Chart of every batch item's search, stacked vertically, as a ComfyUI IMAGE `[1, H, W, 3]` in 0..1.
 
     `picked` (one id per item) gets a teal ring; the winner a gold one."""

@@ -46,12 +46,15 @@ class Verifier:
     def check(self, prompt: Optional[str] = None, references: Optional[torch.Tensor] = None) -> None:
         """Raise VerifierError naming what is missing, before any compute is spent."""
         if "prompt" in self.needs and not (prompt and prompt.strip()):
-            raise VerifierError(f"verifier '{self.name}' needs a prompt: connect the same text you encode for the sampler to the 'prompt' input")
+            raise VerifierError(f"verifier '{self.name}' needs a prompt: connect the same text you encode for the "
+                                f"sampler to the 'prompt' input")
         if "reference" in self.needs and references is None:
-            raise VerifierError(f"verifier '{self.name}' needs reference images (x0 predictions at sigma {self.reference_sigma})")
+            raise VerifierError(f"verifier '{self.name}' needs reference images (x0 predictions at sigma "
+                                f"{self.reference_sigma})")
 
     @torch.no_grad()
-    def score(self, images: torch.Tensor, prompt: Optional[str] = None, references: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def score(self, images: torch.Tensor, prompt: Optional[str] = None,
+              references: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Return float32 scores `[B]` on the CPU, in input order, scoring `batch_size` images per model call."""
         self.check(prompt, references)
         out = []

@@ -187,7 +187,8 @@ def load_clip_backbone(model: str, *, verifier: str = "clip", arch: Optional[str
                                 f"use one of open_clip.list_models(), e.g. ViT-L-14, ViT-H-14")
     if path.is_file():
         if path.suffix not in _CHECKPOINT_SUFFIXES:
-            raise VerifierError(f"verifier '{verifier}': {path} is not a checkpoint ({', '.join(_CHECKPOINT_SUFFIXES)})")
+            raise VerifierError(f"verifier '{verifier}': {path} is not a checkpoint "
+                                f"({', '.join(_CHECKPOINT_SUFFIXES)})")
         if arch is None:
             raise VerifierError(f"verifier '{verifier}': {path.name} is an open_clip checkpoint file; set the option "
                                 f"'arch' to its architecture (e.g. ViT-L-14, ViT-H-14)")

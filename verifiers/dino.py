@@ -33,14 +33,16 @@ def resolve_target(target: Union[int, str, None], id2label: dict) -> int:
     """An ImageNet class index, or a label text matching any comma-separated synonym of `config.id2label`."""
     labels = {int(k): str(v) for k, v in id2label.items()}
     if target is None or (isinstance(target, str) and not target.strip()):
-        raise VerifierError("verifier 'dino_classifier' needs a target class: an ImageNet class index (e.g. 1) or a label (e.g. 'goldfish')")
+        raise VerifierError("verifier 'dino_classifier' needs a target class: an ImageNet class index (e.g. 1) "
+                            "or a label (e.g. 'goldfish')")
     if isinstance(target, bool) or not isinstance(target, (int, str)):
         raise VerifierError(f"dino_classifier target must be a class index or a label text; got {target!r}")
     text = str(target).strip()
     if isinstance(target, int) or text.lstrip("-").isdigit():
         index = int(text)
         if index not in labels:
-            raise VerifierError(f"dino_classifier target index {index} is out of range: the model has classes 0..{len(labels) - 1}")
+            raise VerifierError(f"dino_classifier target index {index} is out of range: the model has classes "
+                                f"0..{len(labels) - 1}")
         return index
     wanted = text.casefold()
     hits = [i for i, label in sorted(labels.items()) if wanted in _synonyms(label)]
@@ -48,7 +50,8 @@ def resolve_target(target: Union[int, str, None], id2label: dict) -> int:
         return hits[0]
     if hits:
         options = "; ".join(f"{i}: '{labels[i]}'" for i in hits)
-        raise VerifierError(f"dino_classifier target '{text}' names several classes ({options}); give the class index instead")
+        raise VerifierError(f"dino_classifier target '{text}' names several classes ({options}); "
+                            f"give the class index instead")
     synonyms = {s: i for i, label in sorted(labels.items()) for s in _synonyms(label)}
     close = difflib.get_close_matches(wanted, list(synonyms), n=5, cutoff=0.6)
     hint = ", ".join(f"'{s}' ({synonyms[s]})" for s in close) or "none; give a class index instead"
@@ -61,7 +64,8 @@ class DinoClassifier(Verifier):
     name = "dino_classifier"
     batch_size = 32
 
-    def __init__(self, model: torch.nn.Module, preprocess: ImagePreprocess, target: int, batch_size: Optional[int] = None) -> None:
+    def __init__(self, model: torch.nn.Module, preprocess: ImagePreprocess, target: int,
+                 batch_size: Optional[int] = None) -> None:
         super().__init__()
         self.model = model.eval()
         self.preprocess = preprocess
@@ -97,8 +101,9 @@ def check_architecture(folder: Path, verifier: str, wanted: tuple[str, ...], mod
     return cfg
 
 
-def load_dino_classifier(model: str = DEFAULT_MODEL, *, allow_download: bool = False, target: Union[int, str, None] = None,
-                         batch_size: Optional[int] = None, **options) -> DinoClassifier:
+def load_dino_classifier(model: str = DEFAULT_MODEL, *, allow_download: bool = False,
+                         target: Union[int, str, None] = None, batch_size: Optional[int] = None,
+                         **options) -> DinoClassifier:
     """Load a `Dinov2ForImageClassification` folder; `target` is an ImageNet class index or label text."""
     if options:
         raise VerifierError(f"verifier 'dino_classifier' has no option {', '.join(map(repr, sorted(options)))}; "

@@ -117,7 +117,8 @@ class Ensemble(Verifier):
         self.needs = frozenset().union(*(v.needs for v in self.members))
         sigmas = {v.reference_sigma for v in self.members if "reference" in v.needs}
         if len(sigmas) > 1:
-            raise VerifierError(f"ensemble members need references at different sigmas {sorted(sigmas)}; use one reference sigma")
+            raise VerifierError(f"ensemble members need references at different sigmas {sorted(sigmas)}; "
+                                f"use one reference sigma")
         self.reference_sigma = sigmas.pop() if sigmas else None
         self.model = torch.nn.ModuleList([v.model for v in self.members])
         self._last: dict[str, torch.Tensor] = {}
@@ -134,14 +135,16 @@ class Ensemble(Verifier):
             member.check(prompt, references)
 
     @torch.no_grad()
-    def score(self, images: torch.Tensor, prompt: Optional[str] = None, references: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def score(self, images: torch.Tensor, prompt: Optional[str] = None,
+              references: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Score every member once on these images and aggregate over them alone (see `member_scores`)."""
         self.check(prompt, references)
         raw = {}
         for name, member in zip(self.names, self.members):
             s = member.score(images, prompt, references).float().cpu()
             if s.shape != (images.shape[0],):
-                raise VerifierError(f"ensemble member '{name}' returned scores of shape {tuple(s.shape)} for {images.shape[0]} images")
+                raise VerifierError(f"ensemble member '{name}' returned scores of shape {tuple(s.shape)} "
+                                    f"for {images.shape[0]} images")
             raw[name] = s
         self._last = raw
         return self.aggregate(raw)

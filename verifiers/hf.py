@@ -23,7 +23,8 @@ def config_dict(path: Path, verifier: str, source: str) -> dict:
     """A config.json file's object; valid JSON of another shape is as damaged as broken JSON."""
     cfg = read_json(path, verifier, source)
     if not isinstance(cfg, dict):
-        raise damaged(verifier, path, f"holds a JSON {type(cfg).__name__} where the model config object belongs", source)
+        raise damaged(verifier, path, f"holds a JSON {type(cfg).__name__} where the model config object belongs",
+                      source)
     return cfg
 
 
@@ -38,7 +39,8 @@ def read_config(folder: Path, verifier: str, source: str, model_types: Sequence[
     if cfg.get("model_type") not in model_types:
         raise VerifierError(f"verifier '{verifier}': {path} describes a '{cfg.get('model_type')}' model (architectures "
                             f"{cfg.get('architectures') or []}), not {what} (model_type "
-                            f"{' or '.join(map(repr, model_types))}). Put the folder of {what} there, e.g. from {source}")
+                            f"{' or '.join(map(repr, model_types))}). Put the folder of {what} there, "
+                            f"e.g. from {source}")
     return cfg
 
 

@@ -76,8 +76,8 @@ KNOWN_MODELS: tuple[KnownModel, ...] = (
                ("config.json", "preprocessor_config.json", "pytorch_model.bin"), "91 MB", "Apache-2.0",
                "https://huggingface.co/facebook/dinov2-small-imagenet1k-1-layer",
                note="the main branch ships pytorch_model.bin only"),
-    KnownModel("facebook/dinov2-small", "self_similarity", ("config.json", "preprocessor_config.json", "model.safetensors"),
-               "88 MB", "Apache-2.0", "https://huggingface.co/facebook/dinov2-small"),
+    KnownModel("facebook/dinov2-small", "self_similarity",
+               ("config.json", "preprocessor_config.json", "model.safetensors"), "88 MB", "Apache-2.0", "https://huggingface.co/facebook/dinov2-small"),
     KnownModel("google/siglip-base-patch16-224", "self_similarity",
                ("config.json", "preprocessor_config.json", "model.safetensors"), "813 MB", "Apache-2.0",
                "https://huggingface.co/google/siglip-base-patch16-224", note="only the vision tower is used"),
@@ -217,7 +217,8 @@ def resolve(model: str, *, verifier: str, expect: str, source: str, allow_downlo
             return found
         what = f"file {hub_file} of repo {repo}" if hub_file else f"repo {repo}"
         looked.append(f"the Hugging Face cache {hf_cache_dir()} ({what})")
-    folders = " or ".join(str(d) for d in model_dirs()) or "ComfyUI/models/verifiers (no model folder is registered here)"
+    folders = (" or ".join(str(d) for d in model_dirs())
+               or "ComfyUI/models/verifiers (no model folder is registered here)")
     if repo is not None and allow_download:
         try:
             return _download(repo, hub_file, verifier)

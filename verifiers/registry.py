@@ -41,7 +41,8 @@ _INFO = (
              options={"arch": "open_clip architecture of a checkpoint file", **_BATCH}),
     KindInfo("aesthetic", "aesthetic", "load_aesthetic", "sac+logos+ava1-l14-linearMSE.pth",
              "LAION aesthetic predictor: an MLP on CLIP ViT-L/14 image embeddings (about 1..10)",
-             options={"clip_model": "the CLIP the MLP was trained on", "clip_arch": "open_clip architecture", **_BATCH}),
+             options={"clip_model": "the CLIP the MLP was trained on", "clip_arch": "open_clip architecture",
+                      **_BATCH}),
     KindInfo("pickscore", "preference", "load_pickscore", "yuvalkirstain/PickScore_v1",
              "PickScore: human-preference CLIP, cosine of image and prompt", frozenset({"prompt"}),
              options={"processor": "folder or repo with the tokenizer and image processor", **_BATCH}),
@@ -56,8 +57,10 @@ _INFO = (
              "DINOv2 linear-head ImageNet classifier: log-probability of the target class",
              required_options=("target",), options={"target": "ImageNet class index or label text", **_BATCH}),
     KindInfo("self_similarity", "selfsim", "load_self_similarity", "facebook/dinov2-small",
-             "Self-supervised: cosine of DINOv2 / SigLIP / CLIP features of the final image and the x0 prediction at sigma 0.4",
-             frozenset({"reference"}), options={"backbone": "auto, clip, dinov2 or siglip", "arch": "open_clip architecture", **_BATCH},
+             "Self-supervised: cosine of DINOv2 / SigLIP / CLIP features of the final image and the x0 prediction "
+             "at sigma 0.4",
+             frozenset({"reference"}),
+             options={"backbone": "auto, clip, dinov2 or siglip", "arch": "open_clip architecture", **_BATCH},
              reference_sigma=0.4),
 )
 KINDS: tuple = tuple(info.kind for info in _INFO)

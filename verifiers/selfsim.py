@@ -59,9 +59,11 @@ class SelfSimilarity(Verifier):
         self.batch_size = batch_size
 
     @torch.no_grad()
-    def score(self, images: torch.Tensor, prompt: Optional[str] = None, references: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def score(self, images: torch.Tensor, prompt: Optional[str] = None,
+              references: Optional[torch.Tensor] = None) -> torch.Tensor:
         if references is not None and references.shape[0] != images.shape[0]:
-            raise VerifierError(f"verifier 'self_similarity' got {images.shape[0]} images but {references.shape[0]} reference images; give one reference per image")
+            raise VerifierError(f"verifier 'self_similarity' got {images.shape[0]} images but "
+                                f"{references.shape[0]} reference images; give one reference per image")
         return super().score(images, prompt, references)
 
     def _score(self, images: torch.Tensor, prompt: Optional[str], references: Optional[torch.Tensor]) -> torch.Tensor:
@@ -81,15 +83,16 @@ def infer_backbone(path: Path, source: str = SOURCES) -> str:
     kind = _MODEL_TYPES.get(cfg.get("model_type")) if cfg else None
     if kind is None:
         found = f"{path / 'config.json'} says model_type '{cfg.get('model_type')}'" if cfg else "no config.json"
-        raise VerifierError(f"verifier 'self_similarity': cannot tell the backbone of {path} ({found}); expected {EXPECT}, "
-                            f"or set the option 'backbone' to one of {', '.join(BACKBONES)}")
+        raise VerifierError(f"verifier 'self_similarity': cannot tell the backbone of {path} ({found}); "
+                            f"expected {EXPECT}, or set the option 'backbone' to one of {', '.join(BACKBONES)}")
     return kind
 
 
 def _siglip_default(cfg: dict) -> ImagePreprocess:
     """SiglipImageProcessor's defaults at the checkpoint's resolution, for folders without an image processor."""
     size = int((cfg.get("vision_config") or cfg).get("image_size", 224))
-    return ImagePreprocess(size=(size, size), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), resize_mode="squash", do_crop=False)
+    return ImagePreprocess(size=(size, size), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), resize_mode="squash",
+                           do_crop=False)
 
 
 def _load_hf_vision(folder: Path, kind: str, source: str) -> VisionFeatures:
@@ -111,14 +114,17 @@ def _load_hf_vision(folder: Path, kind: str, source: str) -> VisionFeatures:
 
 def load_self_similarity(model: str = DEFAULT_MODEL, *, allow_download: bool = False, backbone: str = "auto",
                          arch: Optional[str] = None, batch_size: int = 16, **options) -> SelfSimilarity:
-    """Options: backbone (auto | clip | dinov2 | siglip; auto reads the checkpoint), arch (open_clip files), batch_size."""
+    """Options: backbone (auto | clip | dinov2 | siglip; auto reads the checkpoint), arch (open_clip files),
+    batch_size."""
     if options:
         raise VerifierError(f"verifier 'self_similarity' has no option {', '.join(map(repr, sorted(options)))}; "
                             f"its options are arch, backbone, batch_size")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise VerifierError(f"verifier 'self_similarity': option 'batch_size' must be a positive integer, got {batch_size!r}")
+        raise VerifierError(f"verifier 'self_similarity': option 'batch_size' must be a positive integer, "
+                            f"got {batch_size!r}")
     if backbone not in ("auto", *BACKBONES):
-        raise VerifierError(f"verifier 'self_similarity': unknown backbone '{backbone}'; use auto, {', '.join(BACKBONES)}")
+        raise VerifierError(f"verifier 'self_similarity': unknown backbone '{backbone}'; "
+                            f"use auto, {', '.join(BACKBONES)}")
     source = model_source(model, "self_similarity", SOURCES)
     path = resolve(model, verifier="self_similarity", expect=EXPECT, source=source, allow_download=allow_download)
     if path.is_file() and (path.parent / "config.json").is_file():
@@ -127,9 +133,11 @@ def load_self_similarity(model: str = DEFAULT_MODEL, *, allow_download: bool = F
     if kind == "clip":
         from .clip import load_clip_backbone
 
-        net = load_clip_backbone(str(path), verifier="self_similarity", arch=arch, allow_download=allow_download, expect=EXPECT)
+        net = load_clip_backbone(str(path), verifier="self_similarity", arch=arch, allow_download=allow_download,
+                                 expect=EXPECT)
     else:
         if arch is not None:
-            raise VerifierError(f"verifier 'self_similarity': option 'arch' is for open_clip checkpoints, not the {kind} backbone")
+            raise VerifierError(f"verifier 'self_similarity': option 'arch' is for open_clip checkpoints, "
+                                f"not the {kind} backbone")
         net = _load_hf_vision(path, kind, source)
     return SelfSimilarity(net, kind, batch_size)
