@@ -11,12 +11,12 @@ import comfy.model_management
 import comfy.utils
 
 from ..report import SearchReport
+from ..search.noise import candidate_seed
 from ..search.types import SearchResult
 from .checks import check_latent, check_model, check_sampler, check_verifier
 from .comfy_model import item_mask, stock_latent_out
 from .denoise import NfeCounter, takes_noise_sampler
 from .guider_bridge import SearchSampler
-from ..search.noise import candidate_seed
 from .noise import ItemNoise
 from .progress import announce, make_progress
 from .scoring import Scorer

@@ -13,6 +13,7 @@ from comfy.k_diffusion import sampling as k_sampling
 from ..search.noise import SEED_MODULUS, candidate_seed
 from .denoise import BROWNIAN, function_name
 
+
 def _keep_global_rng():
     """ComfyUI's prepare_noise seeds the global RNG (torch.manual_seed); the search must leave it as it was."""
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
+
 from comfy_api.latest import io
 
 from ..search import ALGORITHMS, BudgetError, SettingError, check_stop_score, estimate_nfe

@@ -27,6 +27,6 @@ def run_search(algorithm: str, problem: SearchProblem, **config) -> SearchResult
 
 __all__ = [
     "ALGORITHMS", "BudgetError", "Candidate", "RENOISE", "SearchProblem", "SearchResult", "SettingError",
-    "check_stop_score", "estimate_nfe", "random_search", "renoise_flow", "renoise_ve", "run_search", "search_over_paths",
-    "seeded_noise", "sphere_neighbour", "zero_order_search",
+    "check_stop_score", "estimate_nfe", "random_search", "renoise_flow", "renoise_ve", "run_search",
+    "search_over_paths", "seeded_noise", "sphere_neighbour", "zero_order_search",
 ]

@@ -11,8 +11,15 @@ from __future__ import annotations
 import pytest
 
 from noise_search.tests.helpers.browser import open_frontend
-from noise_search.tests.helpers.workflows import (WORKFLOWS, combo_options, input_specs, load, localize, widget_index,
-                                                  workflow_to_api)
+from noise_search.tests.helpers.workflows import (
+    WORKFLOWS,
+    combo_options,
+    input_specs,
+    load,
+    localize,
+    widget_index,
+    workflow_to_api,
+)
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.slow]
 

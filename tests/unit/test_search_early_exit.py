@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from noise_search.search import SettingError, estimate_nfe, run_search
-
 from noise_search.tests.helpers.toys import Toy
 
 PATHS = {"n": 2, "m": 3, "sigma_start": 0.8, "delta_f": 0.1, "delta_b": 0.3}
