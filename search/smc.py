@@ -48,11 +48,12 @@ def resample_uniform(point: int) -> float:
 
 
 def systematic_resample(weights: Tensor, u: float) -> list[int]:
-    """Ancestor indices, non-decreasing: particle i gets floor or ceil of K * w_i copies (positions (u + j) / K)."""
+    """Ancestor indices, non-decreasing: particle i gets floor or ceil of K * w_i copies (positions u + j on the
+    cumulative sum of K * w, which keeps equal weights exact: each particle then keeps itself)."""
     k = len(weights)
-    cumulative = torch.cumsum(weights.to(torch.float64), 0)
-    cumulative[-1] = 1.0
-    positions = (u + torch.arange(k, dtype=torch.float64)) / k
+    cumulative = torch.cumsum(k * weights.to(torch.float64), 0)
+    cumulative[-1] = float(k)
+    positions = u + torch.arange(k, dtype=torch.float64)
     return torch.searchsorted(cumulative, positions, right=True).clamp(max=k - 1).tolist()
 
 
