@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence
 
 import torch
@@ -84,7 +85,6 @@ def smc_search(problem: SearchProblem, *, n: int = 8, potential: str = "max", la
     ancestors = list(range(k))
     resampled, identical = [], []
     for r, (lo, hi) in enumerate(plan.segments):
-        final = hi == steps
         extra = {"segment": [lo, hi]}
         if r == 0:
             rows = [(Candidate(id=i, parent=None, round=0, kind="particle", extra=dict(extra)), problem.noise(i))
@@ -100,24 +100,19 @@ def smc_search(problem: SearchProblem, *, n: int = 8, potential: str = "max", la
             if r > 0 and plan.f:
                 fresh = stack_rows(problem, [problem.noise(c.id) for c in batch]).to(x.dtype)
                 x = problem.renoise(x, float(sigmas[lo + plan.f]), float(sigmas[lo]), fresh)
-            states.extend(run.run_chunk(x, sigmas[lo: hi + 1], batch, final=final, init=init(batch)))
+            states.extend(run.run_chunk(x, sigmas[lo: hi + 1], batch, final=hi == steps, init=init(batch)))
         batch = [c for c, _ in rows]
         if r > 0 and not plan.f:
             identical.extend(_identical_copies(batch, states))
-        if final:
+        if hi == steps:
             break
         aggregate_scores(problem, batch)
-        steps_taken = [potential_step(potential, lam, c.score, None if r == 0 else particles[a][2])
-                       for c, a in zip(batch, ancestors)]
-        log_weights = [g + (0.0 if r == 0 else particles[a][3]) for (g, _), a in zip(steps_taken, ancestors)]
-        weights = normalized_weights(log_weights)
-        if not torch.isfinite(weights).all():
-            raise ValueError(f"SMC potentials at step {hi} are not finite (scores "
-                             f"{[c.score for c in batch]}): the verifier must return finite scores")
+        parents = [particles[a] if r else None for a in ancestors]
+        particles = _weigh(batch, states, parents, potential, lam)
+        weights = normalized_weights([p[3] for p in particles])
         for c, w in zip(batch, weights.tolist()):
             c.extra["weight"] = w
         ess = effective_sample_size(weights)
-        particles = [(c, s, carry, lw) for c, s, (_, carry), lw in zip(batch, states, steps_taken, log_weights)]
         if ess < ess_threshold * k:
             ancestors = systematic_resample(weights, resample_uniform(r))
             particles = [(c, s, carry, 0.0) for c, s, carry, _ in particles]
@@ -125,18 +120,7 @@ def smc_search(problem: SearchProblem, *, n: int = 8, potential: str = "max", la
         else:
             ancestors = list(range(k))
 
-    best = run.best
-    renoised = (f"each continuation re-noised {plan.f} step(s) up with fresh noise(id)" if plan.f else
-                "continuations not re-noised: copies diverge only through the sampler's own noise")
-    notes = [f"{k} particles, {potential} potential with lam={lam}, at step(s) {plan.points} of {steps}; {renoised}",
-             (f"resampled at step(s) {[p for p, _ in resampled]} (effective sample size "
-              f"{', '.join(f'{e:.3g}' for _, e in resampled)} below {ess_threshold} x {k})" if resampled else
-              f"never resampled: the effective sample size stayed at or above {ess_threshold} x {k}"),
-             f"SMC resamples and re-noises mid-way, so best_noise (noise({best.root}), the root of candidate "
-             f"{best.id}) alone does not reproduce the best latent"]
-    if identical:
-        notes.append(f"copies {identical[:5]} stayed identical: the sampler adds no noise of its own, so duplicated "
-                     f"particles only diverge with delta_f > 0")
+    notes = _notes(plan, steps, potential, lam, ess_threshold, resampled, identical, run.best)
     if k < n:
         notes.append(f"budget_nfe={budget_nfe} pays for {k} of the {n} particles ({plan.unit} NFEs each): raise "
                      f"budget_nfe to {n * plan.unit} to run them all")
@@ -145,6 +129,42 @@ def smc_search(problem: SearchProblem, *, n: int = 8, potential: str = "max", la
               "budget_nfe": budget_nfe, "top_k": top_k, "n_run": k, "points": list(plan.points), "f_steps": plan.f,
               "resampled_at": [p for p, _ in resampled]}
     return run.result("smc", config, notes, baseline=False)
+
+
+def _weigh(batch: Sequence[Candidate], states: Sequence[Tensor], parents: Sequence[Optional[tuple]],
+           potential: str, lam: float) -> list:
+    """Each scored particle as (candidate, state, carry, log-weight): its parent's log-weight times its potential."""
+    out = []
+    for c, state, parent in zip(batch, states, parents):
+        log_g, carry = potential_step(potential, lam, c.score, parent[2] if parent else None)
+        out.append((c, state, carry, log_g + (parent[3] if parent else 0.0)))
+    if not all(math.isfinite(p[3]) for p in out):
+        raise ValueError(f"SMC potentials at sigma {batch[0].sigma} are not finite (scores "
+                         f"{[c.score for c in batch]}): the verifier must return finite scores")
+    return out
+
+
+def _notes(plan, steps: int, potential: str, lam: float, ess_threshold: float, resampled: list, identical: list,
+           best: Candidate) -> list:
+    """What the run did: where it weighed and resampled, how copies diverged, and what best_noise means."""
+    k = plan.n
+    renoised = (f"each continuation re-noised {plan.f} step(s) up with fresh noise(id)" if plan.f else
+                "continuations not re-noised: copies diverge only through the sampler's own noise")
+    notes = [f"{k} particles, {potential} potential with lam={lam}, at step(s) {plan.points} of {steps}; {renoised}",
+             (f"resampled at step(s) {[p for p, _ in resampled]} (effective sample size "
+              f"{', '.join(f'{e:.3g}' for _, e in resampled)} below {ess_threshold} x {k})" if resampled else
+              f"never resampled: the effective sample size stayed at or above {ess_threshold} x {k}")]
+    if plan.f:
+        notes.append(f"SMC re-noises mid-way, so best_noise (noise({best.root}), the root of candidate {best.id}) "
+                     f"alone does not reproduce the best latent")
+    else:
+        notes.append(f"best_noise is noise({best.root}), the root of candidate {best.id}; it reproduces the best "
+                     f"latent only with a deterministic one-step sampler (each continuation is a new candidate, so "
+                     f"ancestral/SDE noise and multistep history restart at every potential point)")
+    if identical:
+        notes.append(f"copies {identical[:5]} stayed identical: the sampler adds no noise of its own, so duplicated "
+                     f"particles only diverge with delta_f > 0")
+    return notes
 
 
 def _identical_copies(batch: Sequence[Candidate], states: Sequence[Tensor]) -> list:

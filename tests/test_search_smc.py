@@ -276,6 +276,13 @@ def test_lam_zero_without_renoising_is_best_of_n():
     assert smc.config["resampled_at"] == [] and smc.nfe == best.nfe == 50
     assert torch.equal(smc.best, best.best) and torch.equal(smc.best_noise, best.best_noise)
     assert smc.best_score == best.best_score
+    assert any("it reproduces the best latent only with a deterministic one-step sampler" in n for n in smc.notes)
+
+
+def test_infinite_scores_are_refused_at_the_potential():
+    toy = Recording(table=lambda c: math.inf if c.id == 1 else 0.0, steps=20)
+    with pytest.raises(ValueError, match="potentials at sigma .* are not finite"):
+        smc_search(toy.problem(), n=3)
 
 
 def test_without_renoising_copies_stay_identical_under_an_ode_sampler_and_the_notes_say_so():
