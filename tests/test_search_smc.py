@@ -61,6 +61,9 @@ class AncestralToy(Recording):
         return x_end + 0.1 * kick, x0
 
 
+FOUR_POINTS = {"sigma_start": 0.8, "sigma_end": 0.2, "interval": 0.2}  # 20 steps: potentials at 4, 8, 12, 16
+
+
 def _rounds(result):
     out = {}
     for c in result.candidates:
@@ -153,12 +156,12 @@ def test_smc_spends_exactly_the_planned_nfes_within_budget(steps, cost, n, kw, b
 
 def test_budget_shrinks_the_particles_and_errors_below_one():
     toy = Recording(steps=20)
-    result = smc_search(toy.problem(), n=8, budget_nfe=100)  # 28 NFEs a particle
-    assert result.config["n_run"] == 3 and result.nfe == 84
-    assert "budget_nfe=100 pays for 3 of the 8 particles (28 NFEs each): raise budget_nfe to 224" in result.notes[-1]
+    result = smc_search(toy.problem(), n=8, budget_nfe=100)  # defaults: 6 + 6 + 6 + 8 = 26 NFEs a particle
+    assert result.config["n_run"] == 3 and result.nfe == 78 and result.config["points"] == [6, 10, 14]
+    assert "budget_nfe=100 pays for 3 of the 8 particles (26 NFEs each): raise budget_nfe to 208" in result.notes[-1]
     toy = Recording(steps=20)
-    with pytest.raises(BudgetError, match="costs 28 NFEs, so the minimum budget is 28"):
-        smc_search(toy.problem(), n=8, budget_nfe=27)
+    with pytest.raises(BudgetError, match="costs 26 NFEs, so the minimum budget is 26"):
+        smc_search(toy.problem(), n=8, budget_nfe=25)
     assert not toy.integrate_calls
 
 
@@ -209,7 +212,7 @@ def _replay(result, potential, lam, ess_threshold):
 @pytest.mark.parametrize("potential", ["max", "difference", "sum"])
 def test_schedule_lineage_weights_and_resampling(potential):
     toy = UnitToy(steps=20, max_batch=3)
-    result = smc_search(toy.problem(), n=5, potential=potential, lam=3.0)
+    result = smc_search(toy.problem(), n=5, potential=potential, lam=3.0, **FOUR_POINTS)
     rounds = _rounds(result)
     assert sorted(rounds) == [0, 1, 2, 3, 4] and [c.id for c in result.candidates] == list(range(25))
     assert all(c.kind == "particle" for c in result.candidates)
@@ -238,7 +241,8 @@ def test_schedule_lineage_weights_and_resampling(potential):
 
 
 def test_without_resampling_weights_multiply_so_difference_telescopes_to_the_latest_reward():
-    result = smc_search(UnitToy(steps=20).problem(), n=4, potential="difference", lam=0.7, ess_threshold=0.0)
+    result = smc_search(UnitToy(steps=20).problem(), n=4, potential="difference", lam=0.7, ess_threshold=0.0,
+                        **FOUR_POINTS)
     rounds = _rounds(result)
     assert result.config["resampled_at"] == [] and "never resampled" in result.notes[1]
     for r in range(4):
@@ -248,7 +252,8 @@ def test_without_resampling_weights_multiply_so_difference_telescopes_to_the_lat
 
 
 def test_resampling_resets_the_weights():
-    result = smc_search(UnitToy(steps=20).problem(), n=6, potential="difference", lam=0.7, ess_threshold=1.0)
+    result = smc_search(UnitToy(steps=20).problem(), n=6, potential="difference", lam=0.7, ess_threshold=1.0,
+                        **FOUR_POINTS)
     rounds = _rounds(result)
     assert result.config["resampled_at"] == [4, 8, 12, 16]
     by_id = {c.id: c for c in result.candidates}
@@ -261,7 +266,7 @@ def test_resampling_resets_the_weights():
 def test_resampling_steers_every_particle_to_the_lineage_the_verifier_rewards():
     toy = UnitToy(steps=20, max_batch=4)
     toy.table = lambda c: 1.0 if c.root == 2 else 0.0
-    result = smc_search(toy.problem(), n=6, lam=20.0)
+    result = smc_search(toy.problem(), n=6, lam=20.0, **FOUR_POINTS)
     rounds = _rounds(result)
     assert result.config["resampled_at"] == [4]  # then every particle shares one root and the weights stay equal
     assert all(c.root == 2 for r in range(1, 5) for c in rounds[r])
@@ -287,12 +292,12 @@ def test_infinite_scores_are_refused_at_the_potential():
 
 def test_without_renoising_copies_stay_identical_under_an_ode_sampler_and_the_notes_say_so():
     table = lambda c: 1.0 if c.root == 1 else 0.0  # noqa: E731
-    result = smc_search(Recording(table=table, steps=20).problem(), n=4, lam=20.0, delta_f=0.0)
+    result = smc_search(Recording(table=table, steps=20).problem(), n=4, lam=20.0, delta_f=0.0, **FOUR_POINTS)
     assert result.config["resampled_at"] == [4]
     note = next(note for note in result.notes if "stayed identical" in note)
     assert "[4, 5]" in note and "delta_f > 0" in note
     toy = AncestralToy(table=table, steps=20)
-    result = smc_search(toy.problem(), n=4, lam=20.0, delta_f=0.0)
+    result = smc_search(toy.problem(), n=4, lam=20.0, delta_f=0.0, **FOUR_POINTS)
     assert not toy.renoise_calls and not any("stayed identical" in note for note in result.notes)
     assert "not re-noised" in result.notes[0]
 
@@ -302,7 +307,7 @@ def test_smc_beats_random_search_at_equal_budget_on_the_toy():
         return sum(search(UnitToy(steps=20, seed=s).problem(), budget_nfe=224, **kw).best_score
                    for s in range(12)) / 12
 
-    smc, random = mean_best(smc_search, n=8, potential="difference", lam=3.0), mean_best(random_search, n=11)
+    smc, random = mean_best(smc_search, n=8, lam=3.0, **FOUR_POINTS), mean_best(random_search, n=11)
     assert smc > random + 1.0
 
 
@@ -321,7 +326,7 @@ def test_ensemble_potentials_are_aggregated_over_all_particles_of_a_point(mode, 
     g = torch.Generator().manual_seed(seed)
     tables = {name: (torch.randint(0, 6, (64,), generator=g) if mode == "rank" else torch.randn(64, generator=g))
               .tolist() for name in "AB"}
-    config = dict(n=5, lam=3.0, ess_threshold=0.9, sigma_start=0.8, sigma_end=0.2, interval=0.2)
+    config = dict(n=5, potential="max", lam=3.0, ess_threshold=0.9, **FOUR_POINTS)
     results = [table_search("smc", tables, b, mode=mode, top_k=2, **config) for b in (1, 3, 64)]
     assert_bit_identical(results)
     r = results[0]
