@@ -41,11 +41,13 @@ from digits_models import (  # noqa: E402
 )
 
 KEYS = ("method", "budget_nfe", "nfe_spent", "verifier_score", "eval_accuracy", "frechet", "seconds")
-METHODS = ("steps", "random", "zero_order", "paths")
+METHODS = ("steps", "random", "zero_order", "paths", "smc")
 FULL = {"multiples": (1, 4, 16, 64), "seeds": 50}
 QUICK = {"multiples": (1, 4, 16), "seeds": 10}
 ZERO_ORDER = {"n": 4, "step_cos": 0.9}
 PATHS = {"m": 4, "sigma_start": 0.7, "delta_f": 0.1, "delta_b": 0.3}
+SMC = {"potential": "difference", "lam": 10.0, "ess_threshold": 0.5, "sigma_start": 0.7, "sigma_end": 0.3,
+       "interval": 0.2, "delta_f": 0.1}
 
 
 def to_image(x: torch.Tensor) -> torch.Tensor:
@@ -85,7 +87,9 @@ def method_config(method: str, multiple: int, steps: int) -> tuple[int, dict]:
 
     "steps" is one plain sample with multiple x steps. The searches keep `steps` and let their budget cut the
     plan: Random runs `multiple` candidates, Zero-Order a pivot plus 4-neighbour rounds, Paths shrinks N then M.
-    At 1x Paths cannot afford one branch, so it runs unbranched (max_rounds=0): the plain sample.
+    At 1x Paths cannot afford one branch, so it runs unbranched (max_rounds=0): the plain sample. SMC lets the
+    budget cut its particles; at 1x it cannot afford re-noising, so it runs one particle without it (delta_f=0):
+    the plain sample.
     """
     if method == "steps":
         return steps * multiple, {"n": 1}
@@ -95,6 +99,8 @@ def method_config(method: str, multiple: int, steps: int) -> tuple[int, dict]:
         return steps, {**ZERO_ORDER, "rounds": multiple}
     if method == "paths":
         return steps, {**PATHS, "n": multiple, "max_rounds": 0 if multiple == 1 else None}
+    if method == "smc":
+        return steps, {**SMC, "n": multiple, **({"delta_f": 0.0} if multiple == 1 else {})}
     raise ValueError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
 
 

@@ -1,4 +1,5 @@
-"""Noise search algorithms (pure PyTorch): Random Search, Zero-Order Search, Search over Paths (Ma et al. 2025)."""
+"""Noise search algorithms (pure PyTorch): Random Search, Zero-Order Search, Search over Paths (Ma et al. 2025),
+Feynman-Kac / SMC steering (Singhal et al. 2025)."""
 
 from __future__ import annotations
 
@@ -9,16 +10,17 @@ from .budget import BudgetError, SettingError, estimate_nfe
 from .noise import RENOISE, renoise_flow, renoise_ve, seeded_noise, sphere_neighbour
 from .paths import search_over_paths
 from .random_search import random_search
+from .smc import smc_search
 from .types import Candidate, SearchProblem, SearchResult
 from .zero_order import zero_order_search
 
 ALGORITHMS: dict[str, Callable[..., SearchResult]] = {
-    "random": random_search, "zero_order": zero_order_search, "paths": search_over_paths,
+    "random": random_search, "zero_order": zero_order_search, "paths": search_over_paths, "smc": smc_search,
 }
 
 
 def run_search(algorithm: str, problem: SearchProblem, **config) -> SearchResult:
-    """Run the named algorithm ("random", "zero_order", "paths") with its keyword hyperparameters."""
+    """Run the named algorithm ("random", "zero_order", "paths", "smc") with its keyword hyperparameters."""
     if algorithm not in ALGORITHMS:
         raise SettingError("algorithm",
                            f"unknown search {{algorithm}} {algorithm!r}; valid: {', '.join(sorted(ALGORITHMS))}")
@@ -28,5 +30,5 @@ def run_search(algorithm: str, problem: SearchProblem, **config) -> SearchResult
 __all__ = [
     "ALGORITHMS", "BudgetError", "Candidate", "RENOISE", "SearchProblem", "SearchResult", "SettingError",
     "check_stop_score", "estimate_nfe", "random_search", "renoise_flow", "renoise_ve", "run_search",
-    "search_over_paths", "seeded_noise", "sphere_neighbour", "zero_order_search",
+    "search_over_paths", "seeded_noise", "smc_search", "sphere_neighbour", "zero_order_search",
 ]

@@ -209,7 +209,84 @@ def plan_paths(nfe: NfeFn, sigmas: Tensor, *, n: int, m: int, sigma_start: float
     return PathsPlan(n=n, m=m, start=start, f=f, b=b, segments=segments, tail=tail, total=total)
 
 
-_PLANS = {"random": plan_random, "zero_order": plan_zero_order, "paths": plan_paths}
+SMC_POTENTIALS = ("max", "difference", "sum")
+
+
+@dataclass
+class SmcPlan:
+    n: int  # particles
+    points: list  # schedule indices where potentials are taken (and particles may be resampled)
+    f: int  # re-noising jump in steps before each continuation (0: none)
+    segments: list  # [(lo, hi)]: integrate sigmas[lo:hi + 1]; every segment after the first starts re-noised
+    unit: int  # NFEs of one particle over all segments
+    total: int
+
+
+def check_smc(potential: str, lam: float, ess_threshold: float) -> None:
+    """The settings of SMC's weighting that no cost depends on."""
+    if potential not in SMC_POTENTIALS:
+        raise SettingError("potential", f"{{potential}} must be one of {', '.join(SMC_POTENTIALS)}, got {potential!r}")
+    if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not 0.0 <= lam < math.inf:
+        raise SettingError("lam", f"{{lam}} (the potential's temperature) must be a finite number >= 0, got {lam!r}")
+    if isinstance(ess_threshold, bool) or not isinstance(ess_threshold, (int, float)) or \
+            not 0.0 <= ess_threshold <= 1.0:
+        raise SettingError("ess_threshold", f"{{ess_threshold}} must be in [0, 1] (0 never resamples, 1 resamples "
+                                            f"whenever the weights differ), got {ess_threshold!r}")
+
+
+def smc_schedule(steps: int, *, sigma_start: float, sigma_end: float, interval: float, delta_f: float) -> tuple:
+    """Map normalized times (1 = pure noise, 0 = clean) onto schedule indices: (points, f, segments).
+
+    Potentials at round((1 - sigma_start) * steps), then every max(1, round(interval * steps)) steps up to
+    round((1 - sigma_end) * steps) and before the last step; f = max(1, round(delta_f * steps)), or 0 when
+    delta_f is 0. Rounds half up.
+    """
+    if not 0.0 < sigma_start <= 1.0:
+        raise SettingError("sigma_start", f"{{sigma_start}} must be in (0, 1] (1 = pure noise, 0 = clean), "
+                                          f"got {sigma_start}")
+    if not 0.0 <= sigma_end <= sigma_start:
+        raise SettingError("sigma_end", f"{{sigma_end}} must be in [0, {{sigma_start}}] (the last potential comes no "
+                                        f"earlier than the first), got {sigma_end} with {{sigma_start}}={sigma_start}")
+    if not 0.0 < interval <= 1.0:
+        raise SettingError("interval", f"{{interval}} must be in (0, 1] (a fraction of the schedule), got {interval}")
+    if not 0.0 <= delta_f <= 1.0:
+        raise SettingError("delta_f", f"{{delta_f}} must be in [0, 1] (0 = no re-noising), got {delta_f}")
+    start = _half_up((1.0 - sigma_start) * steps)
+    end = min(_half_up((1.0 - sigma_end) * steps), steps - 1)
+    every = max(1, _half_up(interval * steps))
+    f = max(1, _half_up(delta_f * steps)) if delta_f > 0 else 0
+    if start > end:
+        raise SettingError("sigma_start", f"{{sigma_start}}={sigma_start} puts the first potential at step {start} "
+                                          f"of {steps}, after the last step that can resample ({end}): raise it.")
+    if start < f:
+        raise SettingError("sigma_start",
+            f"{{sigma_start}}={sigma_start} puts the first potential at step {start} of {steps}, less than the {f} "
+            f"step(s) {{delta_f}} re-noises back: lower {{sigma_start}} to at most {1 - f / steps:.4g} or lower "
+            f"{{delta_f}}.")
+    points = list(range(start, end + 1, every))
+    segments = [(0, points[0])] + [(p - f, q) for p, q in zip(points, points[1:] + [steps])]
+    return points, f, segments
+
+
+def plan_smc(nfe: NfeFn, sigmas: Tensor, *, n: int, potential: str, lam: float, ess_threshold: float,
+             sigma_start: float, sigma_end: float, interval: float, delta_f: float,
+             budget_nfe: Optional[int] = None) -> SmcPlan:
+    """SMC / FK steering (Singhal et al. 2025): ``n`` particles over the segments; a budget shrinks the particles."""
+    steps = _check_sigmas(sigmas)
+    _check_budget(budget_nfe)
+    n = _positive("n", n)
+    check_smc(potential, lam, ess_threshold)
+    points, f, segments = smc_schedule(steps, sigma_start=sigma_start, sigma_end=sigma_end, interval=interval,
+                                       delta_f=delta_f)
+    unit = sum(nfe(sigmas[lo: hi + 1]) for lo, hi in segments)
+    if budget_nfe is not None:
+        if budget_nfe < unit:
+            raise _too_small("smc", budget_nfe, unit, "one particle with its re-noising", unit)
+        n = min(n, budget_nfe // unit)
+    return SmcPlan(n=n, points=points, f=f, segments=segments, unit=unit, total=n * unit)
+
+
+_PLANS = {"random": plan_random, "zero_order": plan_zero_order, "paths": plan_paths, "smc": plan_smc}
 _CHECKS = {"step_cos": check_step_cos, "top_k": check_top_k}  # parameters no plan needs, checked all the same
 
 

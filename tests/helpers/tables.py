@@ -2,7 +2,10 @@
 
 import torch
 
+from noise_search.search import run_search
+from noise_search.tests.helpers.toys import Toy
 from noise_search.verifiers.base import Verifier
+from noise_search.verifiers.ensemble import Ensemble
 
 
 class Table(Verifier):
@@ -28,3 +31,18 @@ def images(ids):
     x = torch.zeros(len(ids), 4, 4, 3)
     x[:, 0, 0, 0] = torch.tensor(ids, dtype=torch.float32) / 100
     return x
+
+
+def ensemble_problem(ens: Ensemble, max_batch: int, score_images, steps: int = 20, prompt=None):
+    """The toy scored by `ens` as the search node scores: (the batch's own aggregate, raw members), ens.aggregate."""
+    def score(x0, sigma, batch):
+        return ens.score(score_images(x0, batch), prompt), ens.member_scores()
+
+    return Toy(steps=steps, max_batch=max_batch).problem(score=score, aggregate=ens.aggregate)
+
+
+def table_search(algorithm, tables, max_batch, weights=None, mode="rank", **config):
+    """Search with Table members: candidate i's raw member scores are tables[name][i]."""
+    ens = Ensemble([Table(name, values) for name, values in tables.items()], weights=weights, mode=mode)
+    by_id = lambda x0, batch: images([c.id for c in batch])  # noqa: E731
+    return run_search(algorithm, ensemble_problem(ens, max_batch, by_id), **config)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from noise_search.search import run_search
-from noise_search.tests.helpers.tables import Table, images
+from noise_search.tests.helpers.tables import ensemble_problem, table_search
 from noise_search.tests.helpers.tiny_models import make_aesthetic_mlp, make_hf_clip
 from noise_search.tests.helpers.toys import Toy, assert_bit_identical
 from noise_search.verifiers import load_verifier
@@ -18,21 +18,6 @@ from noise_search.verifiers.ensemble import Ensemble, combine
 
 BATCHES = (1, 3, 64)  # one row per call, a few, every row of the largest set in one call
 ISSUE = {"A": [7, 5, 9, 3], "B": [8, 2, 4, 2]}
-
-
-def ensemble_problem(ens: Ensemble, max_batch: int, score_images, steps: int = 20, prompt=None):
-    """The toy scored by `ens` as the search node scores: (the batch's own aggregate, raw members), ens.aggregate."""
-    def score(x0, sigma, batch):
-        return ens.score(score_images(x0, batch), prompt), ens.member_scores()
-
-    return Toy(steps=steps, max_batch=max_batch).problem(score=score, aggregate=ens.aggregate)
-
-
-def table_search(algorithm, tables, max_batch, weights=None, mode="rank", **config):
-    """Search with Table members: candidate i's raw member scores are tables[name][i]."""
-    ens = Ensemble([Table(name, values) for name, values in tables.items()], weights=weights, mode=mode)
-    by_id = lambda x0, batch: images([c.id for c in batch])  # noqa: E731
-    return run_search(algorithm, ensemble_problem(ens, max_batch, by_id), **config)
 
 
 def test_issue_example_random_search_picks_one_winner_at_every_batch_size():
