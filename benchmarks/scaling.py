@@ -41,13 +41,15 @@ from digits_models import (  # noqa: E402
 )
 
 KEYS = ("method", "budget_nfe", "nfe_spent", "verifier_score", "eval_accuracy", "frechet", "seconds")
-METHODS = ("steps", "random", "zero_order", "paths", "smc")
+METHODS = ("steps", "random", "zero_order", "paths", "smc", "trust_region")
 FULL = {"multiples": (1, 4, 16, 64), "seeds": 50}
 QUICK = {"multiples": (1, 4, 16), "seeds": 10}
 ZERO_ORDER = {"n": 4, "step_cos": 0.9}
 PATHS = {"m": 4, "sigma_start": 0.7, "delta_f": 0.1, "delta_b": 0.3}
 SMC = {"potential": "difference", "lam": 10.0, "ess_threshold": 0.5, "sigma_start": 0.7, "sigma_end": 0.3,
        "interval": 0.2, "delta_f": 0.1}
+TRUST_REGION = {"regions": 2, "per_region": 2, "step_cos": 0.9}
+TRUST_REGION_INITIAL = 4  # one in this many candidates of a budget is an initial (random) one
 
 
 def to_image(x: torch.Tensor) -> torch.Tensor:
@@ -86,7 +88,8 @@ def method_config(method: str, multiple: int, steps: int) -> tuple[int, dict]:
     """(sampler steps, search config) that spends at most `multiple` x one sample.
 
     "steps" is one plain sample with multiple x steps. The searches keep `steps` and let their budget cut the
-    plan: Random runs `multiple` candidates, Zero-Order a pivot plus 4-neighbour rounds, Paths shrinks N then M.
+    plan: Random runs `multiple` candidates, Zero-Order a pivot plus 4-neighbour rounds, Paths shrinks N then M,
+    Trust Region spends a quarter on initial candidates and the rest on region rounds.
     At 1x Paths cannot afford one branch, so it runs unbranched (max_rounds=0): the plain sample. SMC lets the
     budget cut its particles; at 1x it cannot afford re-noising, so it runs one particle without it (delta_f=0):
     the plain sample.
@@ -101,6 +104,8 @@ def method_config(method: str, multiple: int, steps: int) -> tuple[int, dict]:
         return steps, {**PATHS, "n": multiple, "max_rounds": 0 if multiple == 1 else None}
     if method == "smc":
         return steps, {**SMC, "n": multiple, **({"delta_f": 0.0} if multiple == 1 else {})}
+    if method == "trust_region":
+        return steps, {**TRUST_REGION, "n": max(1, multiple // TRUST_REGION_INITIAL), "rounds": multiple}
     raise ValueError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
 
 
@@ -190,10 +195,10 @@ def real_reference(models: dict, per_class: int) -> tuple[float, float]:
 
 def format_table(rows: Sequence[dict], steps: int, spread: Optional[Sequence[float]] = None) -> str:
     spread = list(spread) if spread is not None else [None] * len(rows)
-    lines = [f"{'method':<11} {'budget':>7} {'x':>4} {'nfe_spent':>9} {'verifier':>9} {'eval_acc':>8} {'frechet':>8} "
+    lines = [f"{'method':<12} {'budget':>7} {'x':>4} {'nfe_spent':>9} {'verifier':>9} {'eval_acc':>8} {'frechet':>8} "
              f"{'seconds':>8}" + (f" {'spread':>7}" if spread[0] is not None else "")]
     for r, d in zip(rows, spread):
-        lines.append(f"{r['method']:<11} {r['budget_nfe']:>7} {r['budget_nfe'] // steps:>4} {r['nfe_spent']:>9.1f} "
+        lines.append(f"{r['method']:<12} {r['budget_nfe']:>7} {r['budget_nfe'] // steps:>4} {r['nfe_spent']:>9.1f} "
                      f"{r['verifier_score']:>9.3f} {r['eval_accuracy']:>8.3f} {r['frechet']:>8.2f} {r['seconds']:>8.2f}"
                      + (f" {d:>7.3f}" if d is not None else ""))
     return "\n".join(lines)

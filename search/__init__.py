@@ -1,5 +1,5 @@
 """Noise search algorithms (pure PyTorch): Random Search, Zero-Order Search, Search over Paths (Ma et al. 2025),
-Feynman-Kac / SMC steering (Singhal et al. 2025)."""
+Feynman-Kac / SMC steering (Singhal et al. 2025), trust-region search."""
 
 from __future__ import annotations
 
@@ -11,16 +11,18 @@ from .noise import RENOISE, renoise_flow, renoise_ve, seeded_noise, sphere_neigh
 from .paths import search_over_paths
 from .random_search import random_search
 from .smc import smc_search
+from .trust_region import trust_region_search
 from .types import Candidate, SearchProblem, SearchResult
 from .zero_order import zero_order_search
 
 ALGORITHMS: dict[str, Callable[..., SearchResult]] = {
     "random": random_search, "zero_order": zero_order_search, "paths": search_over_paths, "smc": smc_search,
+    "trust_region": trust_region_search,
 }
 
 
 def run_search(algorithm: str, problem: SearchProblem, **config) -> SearchResult:
-    """Run the named algorithm ("random", "zero_order", "paths", "smc") with its keyword hyperparameters."""
+    """Run the named algorithm (a key of ALGORITHMS) with its keyword hyperparameters."""
     if algorithm not in ALGORITHMS:
         raise SettingError("algorithm",
                            f"unknown search {{algorithm}} {algorithm!r}; valid: {', '.join(sorted(ALGORITHMS))}")
@@ -30,5 +32,5 @@ def run_search(algorithm: str, problem: SearchProblem, **config) -> SearchResult
 __all__ = [
     "ALGORITHMS", "BudgetError", "Candidate", "RENOISE", "SearchProblem", "SearchResult", "SettingError",
     "check_stop_score", "estimate_nfe", "random_search", "renoise_flow", "renoise_ve", "run_search",
-    "search_over_paths", "seeded_noise", "smc_search", "sphere_neighbour", "zero_order_search",
+    "search_over_paths", "seeded_noise", "smc_search", "sphere_neighbour", "trust_region_search", "zero_order_search",
 ]

@@ -129,6 +129,61 @@ def plan_zero_order(nfe: NfeFn, sigmas: Tensor, *, n: int, rounds: int,
 
 
 @dataclass
+class TrustRegionPlan:
+    n: int  # initial candidates that will run
+    regions: int  # regions that run: min(regions, n)
+    rounds: list  # region candidates scored in each round (the last one may be partial)
+    unit: int
+    total: int
+
+
+def check_grow(grow: float) -> None:
+    """Trust-region growth factor of a region's angle after a success: below 1 it would shrink."""
+    if not math.isfinite(grow) or grow < 1.0:
+        raise SettingError("grow", f"{{grow}} must be a finite number >= 1 (1 keeps the size), got {grow}")
+
+
+def check_shrink(shrink: float) -> None:
+    """Trust-region shrink factor of a region's angle after `patience` failures: it must make the region smaller."""
+    if not 0.0 < shrink < 1.0:
+        raise SettingError("shrink", f"{{shrink}} must be in (0, 1), got {shrink}")
+
+
+def check_min_cos(min_cos: float) -> None:
+    """The cosine above which a shrunk region restarts: 1 would never restart, below 0 is wider than any region."""
+    if not 0.0 <= min_cos < 1.0:
+        raise SettingError("min_cos", f"{{min_cos}} must be in [0, 1) (1 would never restart), got {min_cos}")
+
+
+def check_patience(patience: int) -> None:
+    """Failed rounds in a row before a region shrinks."""
+    _positive("patience", patience)
+
+
+def plan_trust_region(nfe: NfeFn, sigmas: Tensor, *, n: int, regions: int, per_region: int, rounds: int,
+                      budget_nfe: Optional[int] = None) -> TrustRegionPlan:
+    """``n`` initial candidates, then ``rounds`` rounds of ``per_region`` candidates in each of min(regions, n)
+    regions; a budget pays for the initial candidates first, then as many region candidates as fit."""
+    _check_sigmas(sigmas)
+    _check_budget(budget_nfe)
+    n, regions, per_region = _positive("n", n), _positive("regions", regions), _positive("per_region", per_region)
+    if isinstance(rounds, bool) or int(rounds) != rounds or rounds < 0:
+        raise SettingError("rounds", f"{{rounds}} must be an integer >= 0, got {rounds!r}")
+    unit = nfe(sigmas)
+    if budget_nfe is not None:
+        if budget_nfe < unit:
+            raise _too_small("trust_region", budget_nfe, unit, "one initial candidate over the full schedule", unit)
+        n = min(n, budget_nfe // unit)
+    regions = min(regions, n)
+    size = regions * per_region
+    later = size * int(rounds)
+    if budget_nfe is not None:
+        later = min(later, budget_nfe // unit - n)
+    sizes = [size] * (later // size) + ([later % size] if later % size else [])
+    return TrustRegionPlan(n=n, regions=regions, rounds=sizes, unit=unit, total=(n + later) * unit)
+
+
+@dataclass
 class PathsPlan:
     n: int  # paths kept per round
     m: int  # branches per kept path
@@ -286,8 +341,10 @@ def plan_smc(nfe: NfeFn, sigmas: Tensor, *, n: int, potential: str, lam: float, 
     return SmcPlan(n=n, points=points, f=f, segments=segments, unit=unit, total=n * unit)
 
 
-_PLANS = {"random": plan_random, "zero_order": plan_zero_order, "paths": plan_paths, "smc": plan_smc}
-_CHECKS = {"step_cos": check_step_cos, "top_k": check_top_k}  # parameters no plan needs, checked all the same
+_PLANS = {"random": plan_random, "zero_order": plan_zero_order, "paths": plan_paths, "smc": plan_smc,
+          "trust_region": plan_trust_region}
+_CHECKS = {"step_cos": check_step_cos, "top_k": check_top_k, "grow": check_grow, "shrink": check_shrink,
+           "min_cos": check_min_cos, "patience": check_patience}  # parameters no plan needs, checked all the same
 
 
 def estimate_nfe(algorithm: str, sigmas: Tensor, cost: Optional[Cost] = None, budget_nfe: Optional[int] = None,

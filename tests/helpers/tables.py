@@ -5,7 +5,7 @@ import torch
 from noise_search.search import run_search
 from noise_search.tests.helpers.toys import Toy
 from noise_search.verifiers.base import Verifier
-from noise_search.verifiers.ensemble import Ensemble
+from noise_search.verifiers.ensemble import Ensemble, combine
 
 
 class Table(Verifier):
@@ -46,3 +46,15 @@ def table_search(algorithm, tables, max_batch, weights=None, mode="rank", **conf
     ens = Ensemble([Table(name, values) for name, values in tables.items()], weights=weights, mode=mode)
     by_id = lambda x0, batch: images([c.id for c in batch])  # noqa: E731
     return run_search(algorithm, ensemble_problem(ens, max_batch, by_id), **config)
+
+
+BATCHES = (1, 3, 64)  # one row per call, a few, every row of the largest set in one call
+
+
+def aggregate_table(tables, ids, weights, mode):
+    values = combine({n: torch.tensor([float(v[i]) for i in ids]) for n, v in tables.items()}, weights, mode)
+    return dict(zip(ids, values.tolist()))
+
+
+def top_ids(scores, ids, k):
+    return sorted(ids, key=lambda i: (-scores[i], i))[:k]

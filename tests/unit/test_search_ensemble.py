@@ -10,13 +10,12 @@ import pytest
 import torch
 
 from noise_search.search import run_search
-from noise_search.tests.helpers.tables import ensemble_problem, table_search
+from noise_search.tests.helpers.tables import BATCHES, aggregate_table, ensemble_problem, table_search, top_ids
 from noise_search.tests.helpers.tiny_models import make_aesthetic_mlp, make_hf_clip
 from noise_search.tests.helpers.toys import Toy, assert_bit_identical
 from noise_search.verifiers import load_verifier
 from noise_search.verifiers.ensemble import Ensemble, combine
 
-BATCHES = (1, 3, 64)  # one row per call, a few, every row of the largest set in one call
 ISSUE = {"A": [7, 5, 9, 3], "B": [8, 2, 4, 2]}
 
 
@@ -72,21 +71,12 @@ def test_paths_keeps_the_top_n_of_each_whole_round():
 
 # --- every decision against a reference that replays the algorithm on whole sets ----------------------------------
 
-def _aggregate(tables, ids, weights, mode):
-    values = combine({n: torch.tensor([float(v[i]) for i in ids]) for n, v in tables.items()}, weights, mode)
-    return dict(zip(ids, values.tolist()))
-
-
-def _top(scores, ids, k):
-    return sorted(ids, key=lambda i: (-scores[i], i))[:k]
-
-
 def reference(algorithm, tables, config, rounds_run, tail, weights, mode):
     """(parent by id, score by id, winner) from combine over each comparable set, chunking nowhere in sight."""
-    agg = lambda ids: _aggregate(tables, ids, weights, mode)  # noqa: E731
+    agg = lambda ids: aggregate_table(tables, ids, weights, mode)  # noqa: E731
     if algorithm == "random":
         scores = agg(list(range(config["n"])))
-        return {i: None for i in scores}, scores, _top(scores, list(scores), 1)[0]
+        return {i: None for i in scores}, scores, top_ids(scores, list(scores), 1)[0]
     if algorithm == "zero_order":
         parents, finals, pivot = {0: None}, [0], 0
         for _ in range(rounds_run):
@@ -94,9 +84,9 @@ def reference(algorithm, tables, config, rounds_run, tail, weights, mode):
             parents.update({i: pivot for i in ids})
             finals += ids
             scores = agg(finals)
-            challenger = _top(scores, ids, 1)[0]
+            challenger = top_ids(scores, ids, 1)[0]
             pivot = challenger if scores[challenger] > scores[pivot] else pivot
-        return parents, scores, _top(scores, finals, 1)[0]
+        return parents, scores, top_ids(scores, finals, 1)[0]
     n, m = config["n"], config["m"]
     parents, scores, kept, next_id = {i: None for i in range(n)}, {}, list(range(n)), n
     for _ in range(rounds_run):
@@ -104,12 +94,12 @@ def reference(algorithm, tables, config, rounds_run, tail, weights, mode):
         parents.update({i: kept[(i - next_id) // m] for i in ids})
         next_id += n * m
         scores.update(agg(ids))
-        kept = _top(scores, ids, n)
+        kept = top_ids(scores, ids, n)
     if tail:
         ids = list(range(next_id, next_id + n))
         parents.update(dict(zip(ids, kept)))
         scores.update(agg(ids))
-        kept = _top(scores, ids, 1)
+        kept = top_ids(scores, ids, 1)
     return parents, scores, kept[0]
 
 
@@ -136,7 +126,7 @@ def test_every_decision_aggregates_its_whole_set_at_every_batch_size(algorithm, 
     assert {c.id: c.score for c in r.candidates if c.score is not None} == scores
     assert r.best_id == winner and r.best_score == scores[winner]
     finals = [c.id for c in r.candidates if c.sigma == 0.0]
-    assert r.topk_ids == _top(scores, finals, 3)
+    assert r.topk_ids == top_ids(scores, finals, 3)
 
 
 # --- real tiny verifiers ------------------------------------------------------------------------------------------
