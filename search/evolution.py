@@ -40,7 +40,7 @@ def tournaments(population: Sequence[Candidate], count: int, size: int, generati
     return draws
 
 
-def evolutionary_search(problem: SearchProblem, *, n: int = 8, generations: int = 8, elite: int = 1,
+def evolutionary_search(problem: SearchProblem, *, n: int = 4, generations: int = 6, elite: int = 2,
                         tournament: int = 2, mutation: float = 0.5, budget_nfe: Optional[int] = None,
                         top_k: int = 1) -> SearchResult:
     """Score noise(0..n-1); each generation keeps the ``elite`` best of the population unchanged (their scores
@@ -50,38 +50,38 @@ def evolutionary_search(problem: SearchProblem, *, n: int = 8, generations: int 
     A budget runs candidates in order until it is spent: the last generation may be partial (its first
     offspring), and a budget below n candidates runs only the first noises of generation 0 (Random Search).
     Selections are made once a generation is complete, on the scores of all finals so far (which an
-    aggregate updates), so nothing depends on ``problem.max_batch``.
+    aggregate updates), so nothing depends on ``problem.max_batch``. The defaults (16 candidates) won the
+    digits benchmark's sweep (benchmarks/scaling.py): small populations with two elites beat larger ones there.
     """
     check_mutation(mutation)
     plan = plan_evolution(nfe_fn(problem.cost), problem.sigmas, n=n, generations=generations, elite=elite,
                           tournament=tournament, budget_nfe=budget_nfe)
     run = Tracker(problem, plan.total, top_k)
-    noises = {}  # candidate id -> its initial noise, for every member of the current population
 
-    def sample(batch: list) -> None:
-        for chunk in chunks(batch, problem.max_batch):
-            rows = [noises[c.id] for c in chunk]
-            run.run_chunk(stack_rows(problem, rows), problem.sigmas, list(chunk), final=True, init=rows.__getitem__)
+    def sample(members: list) -> None:
+        for chunk in chunks(members, problem.max_batch):
+            rows = [x for _, x in chunk]
+            run.run_chunk(stack_rows(problem, rows), problem.sigmas, [c for c, _ in chunk], final=True,
+                          init=rows.__getitem__)
 
-    population = [Candidate(id=i, parent=None, round=0, kind="initial") for i in range(plan.generations[0])]
-    noises.update({c.id: problem.noise(c.id) for c in population})
+    population = [(Candidate(id=i, parent=None, round=0, kind="initial"), problem.noise(i))
+                  for i in range(plan.generations[0])]  # (candidate, its initial noise)
     sample(population)
     next_id = len(population)
     notes = []
     for g, size in enumerate(plan.generations[1:], start=1):
-        elites = sorted(population, key=lambda c: (-c.score, c.id))[:elite]
+        elites = sorted(population, key=lambda e: (-e[0].score, e[0].id))[:elite]
+        noise_of = {c.id: x for c, x in population}
         offspring = []
-        for parent, members in tournaments(population, size, tournament, g):
+        for parent, members in tournaments([c for c, _ in population], size, tournament, g):
             child = Candidate(id=next_id, parent=parent.id, round=g, kind="offspring",
                               extra={"mutation": mutation, "tournament": members})
-            noises[child.id] = mutate(noises[parent.id], problem.noise(child.id), mutation)
-            offspring.append(child)
+            offspring.append((child, mutate(noise_of[parent.id], problem.noise(child.id), mutation)))
             next_id += 1
         sample(offspring)
         population = elites + offspring
-        noises = {c.id: noises[c.id] for c in population}
-        notes.append(f"generation {g}: elite {[c.id for c in elites]} kept, {size} offspring of parents "
-                     f"{sorted({c.parent for c in offspring})}")
+        notes.append(f"generation {g}: elite {[c.id for c, _ in elites]} kept, {size} offspring of parents "
+                     f"{sorted({c.parent for c, _ in offspring})}")
     count = sum(plan.generations)
     if count < plan.wanted:
         notes.append(f"budget_nfe={budget_nfe} pays for {count} of the {plan.wanted} candidates ({plan.unit} NFEs "
