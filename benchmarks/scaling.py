@@ -33,11 +33,12 @@ from digits_models import (  # noqa: E402
 )
 
 KEYS = ("method", "budget_nfe", "nfe_spent", "verifier_score", "eval_accuracy", "frechet", "seconds")
-METHODS = ("steps", "random", "zero_order", "paths")
+METHODS = ("steps", "random", "zero_order", "paths", "evolution")
 FULL = {"multiples": (1, 4, 16, 64), "seeds": 50}
 QUICK = {"multiples": (1, 4, 16), "seeds": 10}
 ZERO_ORDER = {"n": 4, "step_cos": 0.9}
 PATHS = {"m": 4, "sigma_start": 0.7, "delta_f": 0.1, "delta_b": 0.3}
+EVOLUTION = {"n": 4, "elite": 2, "tournament": 2, "mutation": 0.5}
 
 
 def to_image(x: torch.Tensor) -> torch.Tensor:
@@ -76,7 +77,9 @@ def method_config(method: str, multiple: int, steps: int) -> tuple[int, dict]:
     """(sampler steps, search config) that spends at most `multiple` x one sample.
 
     "steps" is one plain sample with multiple x steps. The searches keep `steps` and let their budget cut the
-    plan: Random runs `multiple` candidates, Zero-Order a pivot plus 4-neighbour rounds, Paths shrinks N then M.
+    plan: Random runs `multiple` candidates, Zero-Order a pivot plus 4-neighbour rounds, Paths shrinks N then M,
+    Evolution runs its population of 4, then 2 offspring a generation until the budget is spent (so at 1x and 4x
+    it is generation 0 alone: the plain sample, then Random's four noises).
     At 1x Paths cannot afford one branch, so it runs unbranched (max_rounds=0): the plain sample.
     """
     if method == "steps":
@@ -87,6 +90,8 @@ def method_config(method: str, multiple: int, steps: int) -> tuple[int, dict]:
         return steps, {**ZERO_ORDER, "rounds": multiple}
     if method == "paths":
         return steps, {**PATHS, "n": multiple, "max_rounds": 0 if multiple == 1 else None}
+    if method == "evolution":
+        return steps, {**EVOLUTION, "generations": multiple}  # more than any budget here pays for
     raise ValueError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
 
 

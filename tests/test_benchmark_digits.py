@@ -26,7 +26,7 @@ def _bench(name):
 dm = _bench("digits_models")
 td = _bench("train_digits")
 scaling = _bench("scaling")
-from noise_search.search import random_search, search_over_paths, zero_order_search  # noqa: E402
+from noise_search.search import evolutionary_search, random_search, search_over_paths, zero_order_search  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +73,7 @@ def test_splits_are_disjoint_and_cover_the_dataset():
     (random_search, {"n": 5}),
     (zero_order_search, {"n": 3, "rounds": 2, "step_cos": 0.9}),
     (search_over_paths, {"n": 2, "m": 3, "sigma_start": 0.7, "delta_f": 0.1, "delta_b": 0.3}),
+    (evolutionary_search, {"n": 3, "generations": 3, "elite": 1, "tournament": 2, "mutation": 0.5}),
 ])
 def test_cost_counts_every_denoiser_row_exactly(models, search, config):
     calls = []
@@ -92,7 +93,7 @@ def test_tiny_scaling_run_returns_rows_with_exactly_the_keys_within_budget(model
         assert tuple(r) == scaling.KEYS
         assert 0 < r["nfe_spent"] <= r["budget_nfe"]
         assert 0.0 <= r["eval_accuracy"] <= 1.0 and r["frechet"] >= 0.0 and r["seconds"] >= 0.0
-    one_x = rows[:4]
+    one_x = rows[:len(scaling.METHODS)]
     assert all(r["nfe_spent"] == 6 for r in one_x)
     assert len({(r["verifier_score"], r["eval_accuracy"], r["frechet"]) for r in one_x}) == 1  # all = plain sample
     random_4x = next(r for r in rows if r["method"] == "random" and r["budget_nfe"] == 24)
