@@ -41,7 +41,7 @@ from digits_models import (  # noqa: E402
 )
 
 KEYS = ("method", "budget_nfe", "nfe_spent", "verifier_score", "eval_accuracy", "frechet", "seconds")
-METHODS = ("steps", "random", "zero_order", "paths", "smc", "trust_region")
+METHODS = ("steps", "random", "zero_order", "paths", "smc", "trust_region", "evolution")
 FULL = {"multiples": (1, 4, 16, 64), "seeds": 50}
 QUICK = {"multiples": (1, 4, 16), "seeds": 10}
 ZERO_ORDER = {"n": 4, "step_cos": 0.9}
@@ -50,6 +50,7 @@ SMC = {"potential": "difference", "lam": 10.0, "ess_threshold": 0.5, "sigma_star
        "interval": 0.2, "delta_f": 0.1}
 TRUST_REGION = {"regions": 2, "per_region": 2, "step_cos": 0.9}
 TRUST_REGION_INITIAL = 4  # one in this many candidates of a budget is an initial (random) one
+EVOLUTION = {"n": 4, "elite": 2, "tournament": 2, "mutation": 0.5}
 
 
 def to_image(x: torch.Tensor) -> torch.Tensor:
@@ -89,7 +90,9 @@ def method_config(method: str, multiple: int, steps: int) -> tuple[int, dict]:
 
     "steps" is one plain sample with multiple x steps. The searches keep `steps` and let their budget cut the
     plan: Random runs `multiple` candidates, Zero-Order a pivot plus 4-neighbour rounds, Paths shrinks N then M,
-    Trust Region spends a quarter on initial candidates and the rest on region rounds.
+    Trust Region spends a quarter on initial candidates and the rest on region rounds. Evolution runs its
+    population of 4, then 2 offspring a generation until the budget is spent (so at 1x and 4x it is generation 0
+    alone: the plain sample, then Random's four noises).
     At 1x Paths cannot afford one branch, so it runs unbranched (max_rounds=0): the plain sample. SMC lets the
     budget cut its particles; at 1x it cannot afford re-noising, so it runs one particle without it (delta_f=0):
     the plain sample.
@@ -106,6 +109,8 @@ def method_config(method: str, multiple: int, steps: int) -> tuple[int, dict]:
         return steps, {**SMC, "n": multiple, **({"delta_f": 0.0} if multiple == 1 else {})}
     if method == "trust_region":
         return steps, {**TRUST_REGION, "n": max(1, multiple // TRUST_REGION_INITIAL), "rounds": multiple}
+    if method == "evolution":
+        return steps, {**EVOLUTION, "generations": multiple}  # more than any budget here pays for
     raise ValueError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
 
 

@@ -128,6 +128,48 @@ def plan_zero_order(nfe: NfeFn, sigmas: Tensor, *, n: int, rounds: int,
     return ZeroOrderPlan(rounds=sizes, unit=unit, total=(1 + neighbours) * unit)
 
 
+def check_mutation(mutation: float) -> None:
+    """Evolution's mutation strength r: 0 would copy the parent, above 1 the mix is no longer Gaussian."""
+    if not 0.0 < mutation <= 1.0:
+        raise SettingError("mutation", f"{{mutation}} must be in (0, 1] (0 would copy the parent, 1 is a fresh "
+                                       f"noise), got {mutation}")
+
+
+@dataclass
+class EvolutionPlan:
+    generations: list  # candidates sampled in each generation, generation 0 first (the last one may be partial)
+    unit: int
+    total: int
+    wanted: int  # candidates without a budget
+
+
+def plan_evolution(nfe: NfeFn, sigmas: Tensor, *, n: int, generations: int, elite: int, tournament: int,
+                   budget_nfe: Optional[int] = None) -> EvolutionPlan:
+    """A population of ``n``, then ``generations`` generations of ``n - elite`` offspring, cut to what the budget
+    pays for (candidates in order: a partial generation is the first offspring of the full one)."""
+    _check_sigmas(sigmas)
+    _check_budget(budget_nfe)
+    n = _positive("n", n)
+    if isinstance(generations, bool) or int(generations) != generations or generations < 0:
+        raise SettingError("generations", f"{{generations}} must be an integer >= 0, got {generations!r}")
+    if isinstance(elite, bool) or int(elite) != elite or not 0 <= elite < n:
+        raise SettingError("elite", f"{{elite}} must be an integer from 0 to {{n}} - 1 = {n - 1} so every generation "
+                                    f"has offspring, got {elite!r}")
+    if isinstance(tournament, bool) or int(tournament) != tournament or not 1 <= tournament <= n:
+        raise SettingError("tournament", f"{{tournament}} must be an integer from 1 to {{n}} = {n} (members are "
+                                         f"drawn from the population without replacement), got {tournament!r}")
+    unit = nfe(sigmas)
+    wanted = count = n + int(generations) * (n - int(elite))
+    if budget_nfe is not None:
+        if budget_nfe < unit:
+            raise _too_small("evolution", budget_nfe, unit, "one candidate over the full schedule", unit)
+        count = min(count, budget_nfe // unit)
+    offspring = n - int(elite)
+    rest = max(0, count - n)
+    sizes = [min(n, count)] + [offspring] * (rest // offspring) + ([rest % offspring] if rest % offspring else [])
+    return EvolutionPlan(generations=sizes, unit=unit, total=count * unit, wanted=wanted)
+
+
 @dataclass
 class TrustRegionPlan:
     n: int  # initial candidates that will run
@@ -342,9 +384,10 @@ def plan_smc(nfe: NfeFn, sigmas: Tensor, *, n: int, potential: str, lam: float, 
 
 
 _PLANS = {"random": plan_random, "zero_order": plan_zero_order, "paths": plan_paths, "smc": plan_smc,
-          "trust_region": plan_trust_region}
+          "trust_region": plan_trust_region, "evolution": plan_evolution}
 _CHECKS = {"step_cos": check_step_cos, "top_k": check_top_k, "grow": check_grow, "shrink": check_shrink,
-           "min_cos": check_min_cos, "patience": check_patience}  # parameters no plan needs, checked all the same
+           "min_cos": check_min_cos, "patience": check_patience,
+           "mutation": check_mutation}  # parameters no plan needs, checked all the same
 
 
 def estimate_nfe(algorithm: str, sigmas: Tensor, cost: Optional[Cost] = None, budget_nfe: Optional[int] = None,

@@ -26,7 +26,7 @@ def _bench(name):
 dm = _bench("digits_models")
 td = _bench("train_digits")
 scaling = _bench("scaling")
-from noise_search.search import random_search, search_over_paths, smc_search, zero_order_search  # noqa: E402
+from noise_search.search import evolutionary_search, random_search, search_over_paths, smc_search, zero_order_search  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +74,7 @@ def test_splits_are_disjoint_and_cover_the_dataset():
     (zero_order_search, {"n": 3, "rounds": 2, "step_cos": 0.9}),
     (search_over_paths, {"n": 2, "m": 3, "sigma_start": 0.7, "delta_f": 0.1, "delta_b": 0.3}),
     (smc_search, {"n": 5, "sigma_start": 0.7, "sigma_end": 0.3, "interval": 0.2, "delta_f": 0.1}),
+    (evolutionary_search, {"n": 3, "generations": 3, "elite": 1, "tournament": 2, "mutation": 0.5}),
 ])
 def test_cost_counts_every_denoiser_row_exactly(models, search, config):
     calls = []
