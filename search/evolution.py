@@ -42,7 +42,7 @@ def tournaments(population: Sequence[Candidate], count: int, size: int, generati
 
 def evolutionary_search(problem: SearchProblem, *, n: int = 4, generations: int = 6, elite: int = 2,
                         tournament: int = 2, mutation: float = 0.5, budget_nfe: Optional[int] = None,
-                        top_k: int = 1) -> SearchResult:
+                        top_k: int = 1, stop_score: Optional[float] = None) -> SearchResult:
     """Score noise(0..n-1); each generation keeps the ``elite`` best of the population unchanged (their scores
     reused, never re-sampled) and fills it up with ``n - elite`` offspring: a tournament of ``tournament`` picks
     each parent, whose noise is mutated with fresh noise(id) at strength ``mutation`` (see ``mutate``).
@@ -56,7 +56,7 @@ def evolutionary_search(problem: SearchProblem, *, n: int = 4, generations: int 
     check_mutation(mutation)
     plan = plan_evolution(nfe_fn(problem.cost), problem.sigmas, n=n, generations=generations, elite=elite,
                           tournament=tournament, budget_nfe=budget_nfe)
-    run = Tracker(problem, plan.total, top_k)
+    run = Tracker(problem, plan.total, top_k, stop_score)
 
     def sample(members: list) -> None:
         for chunk in chunks(members, problem.max_batch):
@@ -70,6 +70,8 @@ def evolutionary_search(problem: SearchProblem, *, n: int = 4, generations: int 
     next_id = len(population)
     notes = []
     for g, size in enumerate(plan.generations[1:], start=1):
+        if run.stop_after_round():
+            break
         elites = sorted(population, key=lambda e: (-e[0].score, e[0].id))[:elite]
         noise_of = {c.id: x for c, x in population}
         offspring = []
@@ -89,5 +91,6 @@ def evolutionary_search(problem: SearchProblem, *, n: int = 4, generations: int 
     notes.append("best_noise is the winner's own initial noise; only generation 0 are plain seeds (offspring mix a "
                  "parent's noise with noise(id) and are not reproducible from a seed alone)")
     config = {"n": n, "generations": generations, "elite": elite, "tournament": tournament, "mutation": mutation,
-              "budget_nfe": budget_nfe, "top_k": top_k, "generations_run": len(plan.generations) - 1}
+              "budget_nfe": budget_nfe, "top_k": top_k, "stop_score": stop_score,
+              "generations_run": len(plan.generations) - 1}
     return run.result("evolution", config, notes)

@@ -60,7 +60,8 @@ def systematic_resample(weights: Tensor, u: float) -> list[int]:
 
 def smc_search(problem: SearchProblem, *, n: int = 8, potential: str = "difference", lam: float = 10.0,
                ess_threshold: float = 0.5, sigma_start: float = 0.7, sigma_end: float = 0.3, interval: float = 0.2,
-               delta_f: float = 0.1, budget_nfe: Optional[int] = None, top_k: int = 1) -> SearchResult:
+               delta_f: float = 0.1, budget_nfe: Optional[int] = None, top_k: int = 1,
+               stop_score: Optional[float] = None) -> SearchResult:
     """Run ``n`` particles from noise(0..n-1) together; at each potential point score every particle's x0
     prediction, weight it by its potential (``potential``, temperature ``lam``) and, when the effective sample size
     falls below ``ess_threshold`` * n, resample systematically; all particles reach sigma 0 and the best one wins.
@@ -77,7 +78,7 @@ def smc_search(problem: SearchProblem, *, n: int = 8, potential: str = "differen
     plan = plan_smc(nfe_fn(problem.cost), problem.sigmas, n=n, potential=potential, lam=lam,
                     ess_threshold=ess_threshold, sigma_start=sigma_start, sigma_end=sigma_end, interval=interval,
                     delta_f=delta_f, budget_nfe=budget_nfe)
-    run = Tracker(problem, plan.total, top_k)
+    run = Tracker(problem, plan.total, top_k, stop_score)
     sigmas, steps, k = problem.sigmas, len(problem.sigmas) - 1, plan.n
 
     def init(batch):
@@ -111,6 +112,9 @@ def smc_search(problem: SearchProblem, *, n: int = 8, potential: str = "differen
         aggregate_scores(problem, batch)
         parents = [particles[a] if r else None for a in ancestors]
         particles = _weigh(batch, states, parents, potential, lam)
+        if run.stop_after_round(max(batch, key=lambda c: (c.score, -c.id))):
+            _finish(run, problem, batch, states, hi, r + 1, init)
+            break
         weights = normalized_weights([p[3] for p in particles])
         for c, w in zip(batch, weights.tolist()):
             c.extra["weight"] = w
@@ -128,7 +132,7 @@ def smc_search(problem: SearchProblem, *, n: int = 8, potential: str = "differen
                      f"budget_nfe to {n * plan.unit} to run them all")
     config = {"n": n, "potential": potential, "lam": lam, "ess_threshold": ess_threshold,
               "sigma_start": sigma_start, "sigma_end": sigma_end, "interval": interval, "delta_f": delta_f,
-              "budget_nfe": budget_nfe, "top_k": top_k, "n_run": k, "points": list(plan.points), "f_steps": plan.f,
+              "budget_nfe": budget_nfe, "top_k": top_k, "stop_score": stop_score, "n_run": k, "points": list(plan.points), "f_steps": plan.f,
               "resampled_at": [p for p, _ in resampled]}
     return run.result("smc", config, notes, baseline=False)
 
@@ -178,3 +182,15 @@ def _identical_copies(batch: Sequence[Candidate], states: Sequence[Tensor]) -> l
             pairs.append([first[c.parent][0], c.id])
         first.setdefault(c.parent, (c.id, s))
     return pairs
+
+
+def _finish(run: Tracker, problem: SearchProblem, batch: list, states: list, lo: int, r: int, init) -> None:
+    """Early exit at a potential point: every particle runs from there to sigma 0 without resampling or re-noising."""
+    k = len(batch)
+    rows = [(Candidate(id=r * k + j, parent=c.id, round=r, kind="particle", root=c.root, from_noise=False,
+                       extra={"segment": [lo, len(problem.sigmas) - 1]}), s)
+            for j, (c, s) in enumerate(zip(batch, states))]
+    for chunk in chunks(rows, problem.max_batch):
+        part = [c for c, _ in chunk]
+        run.run_chunk(stack_rows(problem, [s for _, s in chunk]), problem.sigmas[lo:], part, final=True,
+                      init=init(part))

@@ -82,7 +82,7 @@ def _update(region: Region, k: int, own: Sequence[tuple], *, base_angle: float, 
 def trust_region_search(problem: SearchProblem, *, n: int = 8, regions: int = 2, per_region: int = 2,
                         rounds: int = 4, step_cos: float = 0.9, grow: float = 2.0, shrink: float = 0.5,
                         patience: int = 1, min_cos: float = 0.99, budget_nfe: Optional[int] = None,
-                        top_k: int = 1) -> SearchResult:
+                        top_k: int = 1, stop_score: Optional[float] = None) -> SearchResult:
     """Score noise(0..n-1), centre min(regions, n) regions on the best, then each round ``per_region`` candidates
     per region on the cap at its angle (start arccos(step_cos)) around its centre, all regions in one batch.
 
@@ -100,7 +100,7 @@ def trust_region_search(problem: SearchProblem, *, n: int = 8, regions: int = 2,
     check_min_cos(min_cos)
     plan = plan_trust_region(nfe_fn(problem.cost), problem.sigmas, n=n, regions=regions, per_region=per_region,
                              rounds=rounds, budget_nfe=budget_nfe)
-    run = Tracker(problem, plan.total, top_k)
+    run = Tracker(problem, plan.total, top_k, stop_score)
     initial = [(Candidate(id=i, parent=None, round=0, kind="initial"), problem.noise(i)) for i in range(plan.n)]
     _run(run, problem, initial)
     base_angle = math.acos(step_cos)
@@ -113,6 +113,8 @@ def trust_region_search(problem: SearchProblem, *, n: int = 8, regions: int = 2,
         notes.append(f"regions={regions} is more than the {plan.n} initial candidate(s): {plan.regions} region(s) run")
     next_id = plan.n
     for r, size in enumerate(plan.rounds, start=1):
+        if run.stop_after_round():
+            break
         entries = [_propose(state[j % plan.regions], j % plan.regions, next_id + j, r, problem, base_angle, step_cos)
                    for j in range(size)]
         next_id += size
@@ -128,6 +130,7 @@ def trust_region_search(problem: SearchProblem, *, n: int = 8, regions: int = 2,
     notes.append("best_noise is the winner's own initial noise; initial and restart candidates are plain seeds "
                  "(candidate i: a stock sampler with seed + i), region candidates mix their centre with noise(id)")
     config = {"n": n, "regions": regions, "per_region": per_region, "rounds": rounds, "step_cos": step_cos,
+              "stop_score": stop_score,
               "grow": grow, "shrink": shrink, "patience": patience, "min_cos": min_cos, "budget_nfe": budget_nfe,
               "top_k": top_k, "n_run": plan.n, "regions_run": plan.regions, "rounds_run": len(plan.rounds)}
     return run.result("trust_region", config, notes)

@@ -8,7 +8,10 @@ from noise_search.search import SettingError, estimate_nfe, run_search
 from noise_search.tests.helpers.toys import Toy
 
 PATHS = {"n": 2, "m": 3, "sigma_start": 0.8, "delta_f": 0.1, "delta_b": 0.3}
-CONFIGS = {"random": {"n": 12}, "zero_order": {"n": 3, "rounds": 4, "step_cos": 0.9}, "paths": PATHS}
+CONFIGS = {"random": {"n": 12}, "zero_order": {"n": 3, "rounds": 4, "step_cos": 0.9}, "paths": PATHS,
+           "smc": {"n": 4, "sigma_start": 0.8, "sigma_end": 0.2, "interval": 0.2},
+           "trust_region": {"n": 4, "regions": 2, "per_region": 2, "rounds": 4},
+           "evolution": {"n": 4, "generations": 4}}
 
 
 def _run(algorithm: str, max_batch: int, stop_score=None, **overrides):
