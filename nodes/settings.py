@@ -20,10 +20,19 @@ PARAMS = {
     "zero_order": {"candidates": "n", "zo_rounds": "rounds", "zo_step_cos": "step_cos"},
     "paths": {"candidates": "n", "paths_branches": "m", "paths_sigma_start": "sigma_start",
               "paths_delta_f": "delta_f", "paths_delta_b": "delta_b", "paths_max_rounds": "max_rounds"},
+    "smc": {"candidates": "n", "smc_potential": "potential", "smc_lambda": "lam", "smc_ess_threshold": "ess_threshold",
+            "smc_sigma_start": "sigma_start", "smc_sigma_end": "sigma_end", "smc_interval": "interval",
+            "smc_delta_f": "delta_f"},
+    "trust_region": {"candidates": "n", "tr_regions": "regions", "tr_per_region": "per_region", "tr_rounds": "rounds",
+                     "tr_step_cos": "step_cos", "tr_grow": "grow", "tr_shrink": "shrink", "tr_patience": "patience",
+                     "tr_min_cos": "min_cos"},
+    "evolution": {"candidates": "n", "evo_generations": "generations", "evo_elite": "elite",
+                  "evo_tournament": "tournament", "evo_mutation": "mutation"},
 }
 COMMON = {"budget_nfe": "budget_nfe", "top_k": "top_k", "stop_score": "stop_score"}
-INPUT_NAMES = {param: name for table in (*PARAMS.values(), COMMON) for name, param in table.items()}
-SMALLEST = {"rounds": 0, "m": 1}  # with n = 1: each algorithm's cheapest run
+# per algorithm: search parameter -> the node input that sets it (parameter names repeat across algorithms)
+INPUT_NAMES = {a: {param: name for name, param in (table | COMMON).items()} for a, table in PARAMS.items()}
+SMALLEST = {"rounds": 0, "m": 1, "generations": 0}  # with n = 1: each algorithm's cheapest run
 
 
 def _default(algorithm: str, name: str):
@@ -65,9 +74,13 @@ def _search_inputs() -> list:
                                 "HPSv2, ensembles with them). Connect the same text you encode for the sampler."),
         io.Combo.Input("algorithm", options=ALGORITHM_NAMES, default="random",
                        tooltip="random: best of N seeds (seed, seed+1, ...). zero_order: hill-climb on neighbours of "
-                               "the best noise. paths: branch and re-noise partial trajectories, keep the best."),
+                               "the best noise. paths: branch and re-noise partial trajectories, keep the best. smc: "
+                               "particles steered by the verifier and resampled (Feynman-Kac). trust_region: several "
+                               "regions around the best noises that grow and shrink. evolution: a population of "
+                               "noises with elites, tournaments and Gaussian mutation."),
         io.Int.Input("candidates", default=4, min=1, max=4096,
-                     tooltip="random: N seeds tried. zero_order: neighbours per round. paths: paths kept per round."),
+                     tooltip="random: N seeds tried. zero_order: neighbours per round. paths: paths kept per round. "
+                             "smc: particles. trust_region: initial seeds. evolution: population size."),
         io.Int.Input("zo_rounds", default=ZO_ROUNDS, min=0, max=1000,
                      tooltip="zero_order only: rounds of neighbours after the seed's own noise."),
         io.Float.Input("zo_step_cos", default=ZO_STEP_COS, min=0.0, max=0.999, step=0.005, round=0.0001,
@@ -93,12 +106,65 @@ def _search_inputs() -> list:
                              "not depend on it."),
         io.Int.Input("top_k", default=1, min=1, max=256,
                      tooltip="How many of the best final candidates go to the top_k output, best first."),
+        *_new_algorithm_inputs(),
         io.Boolean.Input("early_exit", default=False, optional=True,
                          tooltip="Stop searching once a candidate scores at least stop_score; the report says how "
                                  "much of the budget was left. Needs a single verifier (ensemble scores are ranks)."),
         io.Float.Input("stop_score", default=0.0, min=-1e9, max=1e9, step=0.01, round=0.0001, optional=True,
                        tooltip="early_exit only: the verifier score that is good enough, on the verifier's own scale "
                                "(e.g. CLIPScore 30, aesthetic 6.5)."),
+    ]
+
+
+def _new_algorithm_inputs() -> list:
+    """Inputs of the algorithms added after v0.1: optional, after every v0.1 input, so saved workflows and API
+    prompts keep loading."""
+    def d(algorithm: str, name: str):
+        return _default(algorithm, name)
+
+    def i(name: str, algorithm: str, param: str, tip: str, lo: int = 0, hi: int = 10000) -> io.Int.Input:
+        return io.Int.Input(name, default=d(algorithm, param), min=lo, max=hi, optional=True, tooltip=tip)
+
+    def f(name: str, algorithm: str, param: str, tip: str, lo: float = 0.0, hi: float = 1.0,
+          step: float = 0.01) -> io.Float.Input:
+        return io.Float.Input(name, default=d(algorithm, param), min=lo, max=hi, step=step, round=0.0001,
+                              optional=True, tooltip=tip)
+
+    return [
+        io.Combo.Input("smc_potential", options=["difference", "max", "sum"], default=d("smc", "potential"),
+                       optional=True, tooltip="smc only: the potential from each particle's rewards (Singhal et al. "
+                                              "2025): the latest change, the best so far, or their sum."),
+        f("smc_lambda", "smc", "lam", "smc only: the potential's temperature; multiplies raw verifier scores, so it "
+          "depends on the verifier's scale (log-odds, CLIPScore 20-35, ...).", 0.0, 1000.0, 0.1),
+        f("smc_ess_threshold", "smc", "ess_threshold", "smc only: resample when the effective sample size falls "
+          "below this fraction of the particles (0 never, 1 whenever the weights differ)."),
+        f("smc_sigma_start", "smc", "sigma_start", "smc only: the first potential, in trajectory time (1 = pure "
+          "noise, 0 = clean)."),
+        f("smc_sigma_end", "smc", "sigma_end", "smc only: the last potential, in trajectory time."),
+        f("smc_interval", "smc", "interval", "smc only: the distance between potentials, as a fraction of the "
+          "schedule."),
+        f("smc_delta_f", "smc", "delta_f", "smc only: how far every continuation is re-noised back up before it "
+          "denoises on (0 = none; copies then diverge only through an ancestral/SDE sampler's own noise)."),
+        i("tr_regions", "trust_region", "regions", "trust_region only: regions searched in parallel, centred on the "
+          "best initial candidates.", 1, 256),
+        i("tr_per_region", "trust_region", "per_region", "trust_region only: candidates per region per round.", 1, 256),
+        i("tr_rounds", "trust_region", "rounds", "trust_region only: rounds after the initial candidates."),
+        f("tr_step_cos", "trust_region", "step_cos", "trust_region only: the starting region size, as the cosine "
+          "between its centre and a candidate (closer to 1 = smaller).", 0.0, 0.999, 0.005),
+        f("tr_grow", "trust_region", "grow", "trust_region only: the step angle grows by this after a success.",
+          1.0, 10.0, 0.1),
+        f("tr_shrink", "trust_region", "shrink", "trust_region only: the step angle shrinks by this after "
+          "tr_patience failures in a row.", 0.01, 0.99),
+        i("tr_patience", "trust_region", "patience", "trust_region only: failures in a row before a region shrinks.",
+          1, 1000),
+        f("tr_min_cos", "trust_region", "min_cos", "trust_region only: a region smaller than this (cosine) restarts "
+          "from a fresh noise.", 0.0, 0.9999, 0.0005),
+        i("evo_generations", "evolution", "generations", "evolution only: generations after the first population."),
+        i("evo_elite", "evolution", "elite", "evolution only: the best of each population kept unchanged."),
+        i("evo_tournament", "evolution", "tournament", "evolution only: candidates per parent-selecting "
+          "tournament.", 1, 256),
+        f("evo_mutation", "evolution", "mutation", "evolution only: mutation strength r; a child is "
+          "sqrt(1 - r^2) * parent + r * fresh noise (1 = a fresh noise)."),
     ]
 
 
@@ -137,6 +203,25 @@ class SearchSettings:
     budget_nfe: int = 0
     batch_size: int = 0
     top_k: int = 1
+    smc_potential: str = _default("smc", "potential")
+    smc_lambda: float = _default("smc", "lam")
+    smc_ess_threshold: float = _default("smc", "ess_threshold")
+    smc_sigma_start: float = _default("smc", "sigma_start")
+    smc_sigma_end: float = _default("smc", "sigma_end")
+    smc_interval: float = _default("smc", "interval")
+    smc_delta_f: float = _default("smc", "delta_f")
+    tr_regions: int = _default("trust_region", "regions")
+    tr_per_region: int = _default("trust_region", "per_region")
+    tr_rounds: int = _default("trust_region", "rounds")
+    tr_step_cos: float = _default("trust_region", "step_cos")
+    tr_grow: float = _default("trust_region", "grow")
+    tr_shrink: float = _default("trust_region", "shrink")
+    tr_patience: int = _default("trust_region", "patience")
+    tr_min_cos: float = _default("trust_region", "min_cos")
+    evo_generations: int = _default("evolution", "generations")
+    evo_elite: int = _default("evolution", "elite")
+    evo_tournament: int = _default("evolution", "tournament")
+    evo_mutation: float = _default("evolution", "mutation")
     early_exit: bool = False
     stop_score: float = 0.0
 
@@ -164,7 +249,7 @@ class SearchSettings:
             check_stop_score(aggregate, self.config()["stop_score"])
             return estimate_nfe(self.algorithm, sigmas, cost, **self.config())
         except SettingError as e:
-            raise self.error(e.render(INPUT_NAMES)) from e
+            raise self.error(e.render(INPUT_NAMES.get(self.algorithm, {}))) from e
         except BudgetError as e:
             unit = cost(sigmas)
             smallest = estimate_nfe(self.algorithm, sigmas, cost, **self.smallest())

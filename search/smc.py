@@ -132,8 +132,8 @@ def smc_search(problem: SearchProblem, *, n: int = 8, potential: str = "differen
                      f"budget_nfe to {n * plan.unit} to run them all")
     config = {"n": n, "potential": potential, "lam": lam, "ess_threshold": ess_threshold,
               "sigma_start": sigma_start, "sigma_end": sigma_end, "interval": interval, "delta_f": delta_f,
-              "budget_nfe": budget_nfe, "top_k": top_k, "stop_score": stop_score, "n_run": k, "points": list(plan.points), "f_steps": plan.f,
-              "resampled_at": [p for p, _ in resampled]}
+              "budget_nfe": budget_nfe, "top_k": top_k, "stop_score": stop_score, "n_run": k,
+              "points": list(plan.points), "f_steps": plan.f, "resampled_at": [p for p, _ in resampled]}
     return run.result("smc", config, notes, baseline=False)
 
 
