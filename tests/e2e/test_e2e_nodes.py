@@ -22,6 +22,7 @@ STEPS = 4
 SETTINGS = dict(algorithm="random", candidates=3, zo_rounds=1, zo_step_cos=0.9, paths_branches=2,
                 paths_sigma_start=0.75, paths_delta_f=0.25, paths_delta_b=0.5, paths_max_rounds=0, budget_nfe=0,
                 batch_size=0, top_k=2)
+RENOISING = ("paths", "smc")  # re-noise mid-way: the NOISE output alone cannot replay the winner
 _ids = itertools.count(1)
 
 
@@ -132,7 +133,7 @@ def search_graph(env, algorithm: str, kind: str, seed: int):
     ids["save"] = g.node("SaveImage", images=out(ids["search"], 1), filename_prefix=prefix)
     ids["save_picked"] = g.node("SaveImage", images=out(ids["viewer"], 2), filename_prefix=prefix + "_picked")
     ids["save_best"] = g.node("SaveLatent", samples=out(ids["search"], 0), filename_prefix=prefix + "_best")
-    if algorithm != "paths":
+    if algorithm not in RENOISING:
         parts = n["custom"]
         replay = g.node("SamplerCustomAdvanced", noise=out(ids["search"], 3), guider=out(parts["guider"]),
                         sampler=out(parts["sampler"]), sigmas=out(parts["sigmas"]), latent_image=out(n["latent"]))
@@ -142,7 +143,7 @@ def search_graph(env, algorithm: str, kind: str, seed: int):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["ksampler", "custom"])
-@pytest.mark.parametrize("algorithm", ["random", "zero_order", "paths"])
+@pytest.mark.parametrize("algorithm", ["random", "zero_order", "paths", "smc", "trust_region", "evolution"])
 def test_search_runs_and_reports(algorithm, kind, comfy, comfy_env):
     first = 100 * next(_ids)
     for seed in range(first, first + 5):  # the first seed whose winner is not candidate 0
@@ -174,7 +175,7 @@ def test_search_runs_and_reports(algorithm, kind, comfy, comfy_env):
     assert torch.equal(pixels(best_png), pixels(picked_png)), "Score Viewer's pick -1 is not the sampler's best image"
     best = latent_file(comfy_env, run, ids["save_best"])
     assert best.shape == (1, 16, 8, 8)
-    if algorithm != "paths":
+    if algorithm not in RENOISING:
         replayed = latent_file(comfy_env, run, ids["save_replay"])
         assert torch.equal(best, replayed), (f"best id {item['best_id']}: replaying the NOISE output differs by "
                                              f"{(best - replayed).abs().max().item():.3g}")
@@ -265,3 +266,22 @@ def test_unknown_verifier_model_is_refused(comfy, comfy_env):
     node_id, text = error_of(comfy, g.nodes)
     assert node_id == n["verifier"], text
     assert "no-such-verifier.safetensors" in text and "model" in text, text
+
+
+def test_early_exit_stops_at_the_first_candidate_reaching_stop_score(comfy, comfy_env):
+    g, n = base_graph(comfy_env)
+    search = add_sampler(g, n, "ksampler", 950, candidates=4, batch_size=1, early_exit=True, stop_score=-1e9)
+    viewer = g.node("NoiseSearchScoreViewer", report=g.out(search, 4), pick=-1)
+    item = report_of(comfy.run(g.nodes, timeout=300).check(), viewer)["items"][0]
+    assert item["nfe"] == STEPS and item["nfe_planned"] == 4 * STEPS
+    assert [c["id"] for c in item["candidates"]] == [0]
+    assert any(note.startswith("stopped early: candidate 0") and f"{3 * STEPS} were left unspent" in note
+               for note in item["notes"]), item["notes"]
+
+
+def test_early_exit_with_an_ensemble_is_refused_before_sampling(comfy, comfy_env):
+    g, n = base_graph(comfy_env, verifier="ensemble")
+    search = add_sampler(g, n, "ksampler", 960, early_exit=True, stop_score=0.5)
+    g.node("NoiseSearchScoreViewer", report=g.out(search, 4), pick=-1)
+    node_id, text = error_of(comfy, g.nodes)
+    assert node_id == search and "stop_score" in text and "ensemble" in text, text
