@@ -48,15 +48,19 @@ def extra_widgets(name: str, spec: list) -> int:
 
 
 def widget_values(node: dict, info: dict) -> dict:
-    """{input name: value} read from `widgets_values`; raises when the count does not fit the node definition."""
+    """{input name: value} read from `widgets_values`; optional widgets added after the workflow was saved take
+    their defaults (as the frontend gives them); raises when the count does not fit the node definition."""
     values = list(node.get("widgets_values") or [])
     out, i = {}, 0
-    for name, spec, _ in input_specs(info):
+    for name, spec, required in input_specs(info):
         if not is_widget(spec):
             continue
         if i >= len(values):
-            raise ValueError(f"node {node['id']} ({node['type']}): widgets_values has {len(values)} values, "
-                             f"too few for '{name}'")
+            if required:
+                raise ValueError(f"node {node['id']} ({node['type']}): widgets_values has {len(values)} values, "
+                                 f"too few for '{name}'")
+            out[name] = _opts(spec).get("default")
+            continue
         out[name] = values[i]
         i += 1 + extra_widgets(name, spec)
     if i != len(values):
