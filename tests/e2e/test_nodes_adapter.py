@@ -9,69 +9,16 @@ from __future__ import annotations
 
 import pytest
 
-from noise_search.tests.helpers import REPO_ROOT
-from noise_search.tests.helpers.comfy_script import run_script
-from noise_search.tests.helpers.tiny_sd3 import FILENAME
+from noise_search.tests.helpers.comfy_script import run_in_comfyui
 
 pytestmark = pytest.mark.comfyui
 
-# Runs with cwd=COMFYUI_PATH (`-c`, so sys.path[0] is ComfyUI, never this repository).
-SCRIPT = r'''
-import json, sys
-sys.argv = [sys.argv[0], "--cpu"]
-import comfy.options
-comfy.options.enable_args_parsing()
-import importlib.util
-spec = importlib.util.spec_from_file_location("_pack", REPO + "/benchmarks/_pack.py")
-pack = importlib.util.module_from_spec(spec); spec.loader.exec_module(pack); pack.load_pack()
-
-import torch
-import comfy.model_patcher, comfy.sample, comfy.samplers, comfy.sd
+# Runs after comfy_script.PRELUDE in a ComfyUI process (cwd=COMFYUI_PATH, never this repository on sys.path).
+BODY = r'''
 from comfy.k_diffusion import sampling as k_sampling
 from comfy_extras.nodes_custom_sampler import Noise_EmptyNoise, Noise_RandomNoise, SamplerCustomAdvanced
-from noise_search.nodes import NoiseSearchSampler, NoiseSearchSamplerCustom
-from noise_search.nodes.types import LoadedVerifier, VerifierWeights
-from noise_search.verifiers.base import Verifier
 
-out = {}
-
-class Brightness(Verifier):
-    """Mean pixel value; records what it was given."""
-    name = "brightness"
-    def __init__(self, needs=frozenset(), reference_sigma=None):
-        super().__init__()
-        self.model = torch.nn.Linear(1, 1)
-        self.needs, self.reference_sigma = frozenset(needs), reference_sigma
-        self.seen = []
-    def _score(self, images, prompt, references):
-        self.seen.append((images.clone(), None if references is None else references.clone()))
-        return images.float().mean(dim=(1, 2, 3))
-
-def handle(verifier):
-    cpu = torch.device("cpu")
-    return LoadedVerifier(verifier, [comfy.model_patcher.ModelPatcher(VerifierWeights(verifier.model), cpu, cpu)])
-
-model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(PATH, output_vae=True, output_clip=True)
-cond, pooled = clip.encode_from_tokens(clip.tokenize("a red cube"), return_pooled=True)
-positive = [[cond, {"pooled_output": pooled}]]
-negative = [[torch.zeros_like(cond), {"pooled_output": torch.zeros_like(pooled)}]]
 empty = {"samples": torch.zeros(1, 16, 8, 8)}
-SET = dict(algorithm="random", candidates=3, zo_rounds=1, zo_step_cos=0.9, paths_branches=2, paths_sigma_start=0.75,
-           paths_delta_f=0.25, paths_delta_b=0.5, paths_max_rounds=0, budget_nfe=0, batch_size=1, top_k=2)
-
-def search(latent, seed, sampler_name, steps=4, denoise=1.0, verifier=None, prompt="", **settings):
-    verifier = verifier or handle(Brightness())
-    return NoiseSearchSampler.execute(model, positive, negative, latent, seed, steps, 3.0, sampler_name, "simple",
-                                      denoise, vae, verifier, prompt, **dict(SET, **settings)).args
-
-def stock(latent, seed, sampler_name, steps=4, denoise=1.0):
-    samples = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
-    noise = comfy.sample.prepare_noise(samples, seed)
-    return comfy.sample.sample(model, noise, steps, 3.0, sampler_name, "simple", positive, negative, samples,
-                               denoise=denoise, noise_mask=latent.get("noise_mask"), seed=seed, disable_pbar=True)
-
-def max_diff(a, b):
-    return float((a.float() - b.float()).abs().max())
 
 # Candidates equal stock runs with seed + i, for an ancestral and a Brownian-tree SDE sampler.
 for name in ("euler_ancestral", "dpmpp_2m_sde"):
@@ -182,14 +129,12 @@ out["verifier_errors"] = {
     "weights": error(lambda: vn.parse_weights("1, 2, 3", 2)),
 }
 out["weights"] = [vn.parse_weights("", 2), vn.parse_weights("1 2.5", 2)]
-print("RESULT " + json.dumps(out))
 '''
 
 
 @pytest.fixture(scope="module")
 def result(tiny_sd3_dir) -> dict:
-    script = SCRIPT.replace("PATH", repr(str(tiny_sd3_dir / FILENAME))).replace("REPO", repr(str(REPO_ROOT)))
-    return run_script(script, timeout=900)
+    return run_in_comfyui(BODY, tiny_sd3_dir)
 
 
 EXACT = 0.0
