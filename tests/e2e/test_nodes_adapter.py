@@ -92,13 +92,7 @@ images, references = ref_verifier.seen[-1]
 neighbour = vae.decode(model.model.process_latent_out(seen[step - 1]))
 out["reference"] = [max_diff(references, expected), max_diff(neighbour, references), step]
 
-# Errors, all before sampling.
-def error(fn):
-    try:
-        fn()
-    except ValueError as e:
-        return str(e)
-    return None
+# Errors, all before sampling (error() comes with the prelude).
 custom = lambda noise, sampler, **kw: NoiseSearchSamplerCustom.execute(noise, guider, sampler, sigmas, empty, vae,
                                                                       handle(Brightness()), "", **dict(SET, **kw))
 out["errors"] = {
