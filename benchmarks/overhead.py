@@ -125,11 +125,6 @@ def job_for(config: Config, mode: str, cache: Path, comfyui: Path, warmup: bool,
             **extra}
 
 
-def stock_rows(result: dict, config: Config) -> int:
-    """B: the batch size the search resolved, at most its candidates (the node's default 4 when not set)."""
-    return min(int(result["rows"]), int(config.settings.get("candidates", 4)))
-
-
 def stock_seconds(stock: dict, nfe: int) -> float:
     """What stock ComfyUI spends on `nfe` NFEs and keeping one image (see the module docstring)."""
     return stock["sampling_s"] / stock["nfe"] * nfe + stock["decode_s"]
@@ -170,11 +165,11 @@ def measure(plan: Plan, decodes: tuple, comfyui: Path, cache: Path, rss_cap_mb: 
                 check_nfe(result, job)
                 searched.append((algorithm, decode, result))
         stocks = {}
-        for b in sorted({stock_rows(r, config) for _, _, r in searched}):
+        for b in sorted({r["rows"] for _, _, r in searched}):
             log(f"  {config.name} stock KSampler, batch {b} ...")
             stocks[b] = run_worker(job_for(config, "stock", cache, comfyui, plan.warmup, rows=b), comfyui, timeout)
         for algorithm, decode, result in searched:
-            rows.append(make_row(f"{config.name}:{algorithm}", decode, result, stocks[stock_rows(result, config)]))
+            rows.append(make_row(f"{config.name}:{algorithm}", decode, result, stocks[result["rows"]]))
             rows[-1]["_info"] = result
         for stock in stocks.values():
             rows.append(make_row(f"{config.name}:stock", STOCK_DECODE, stock, stock))

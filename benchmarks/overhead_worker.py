@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 
@@ -102,13 +102,13 @@ class Timers:
         setattr(owner, name, timed)
 
 
-def watch_rss(cap_mb: float, started: Callable[[], float]) -> None:
+def watch_rss(cap_mb: float, started: float, info: dict) -> None:
     """Abort the process (with a RESULT saying so) once its RSS passes `cap_mb`: the machine is shared."""
     def loop():
         while True:
             rss = rss_mb()
             if rss is not None and rss > cap_mb:
-                emit({"aborted": True, "peak_rss_mb": rss, "seconds": time.perf_counter() - started()})
+                emit(info | {"aborted": True, "peak_rss_mb": rss, "seconds": time.perf_counter() - started})
                 os._exit(0)
             time.sleep(0.02)
 
@@ -147,8 +147,10 @@ class Bench:
         from noise_search.nodes import NoiseSearchVerifierLoader, guider_bridge
         from noise_search.nodes.denoise import NfeCounter
         from noise_search.nodes.scoring import Scorer
+        from noise_search.nodes.settings import SearchSettings
 
         self.job = job
+        self.settings = SearchSettings(node="overhead", algorithm=job.get("algorithm", "random"), **job["settings"])
         self.arch = arch = om.ARCHS[job["arch"]]
         self.model = om.diffusion_model(arch, seed=0)
         self.vae = om.vae(arch.vae, seed=1)
@@ -218,27 +220,32 @@ class Bench:
         return {"seconds": end - start, "model_s": seconds["model"], "decode_s": seconds["decode"],
                 "verify_s": seconds["verify"], "nfe": sum(r.nfe for r in results),
                 "nfe_planned": sum(r.nfe_planned for r in results),
-                "rows": settings.get("batch_size") or self.batch.get("auto")}
+                "rows": self.stock_rows()}
+
+    def stock_rows(self) -> int:
+        """B: the batch size the search resolved (batch_size, or auto), at most its candidates."""
+        return min(self.settings.batch_size or self.batch["auto"], self.settings.candidates)
 
 
 def run(job: dict) -> dict:
     """Build, warm up, reset the RSS peak, measure; with `stock_after`, a stock run of the search's batch follows
     (its time only: the peak is the search's)."""
     start_comfy(job["comfyui"])
+    from noise_search.nodes.comfy_model import CPU_ROWS
+
     bench = Bench(job)
-    candidates = int(job["settings"].get("candidates", 4))
-    if job["warmup"]:
-        bench.warm_up(job.get("rows") or min(candidates, 4))
+    if job["warmup"]:  # a search's auto batch is known only once it runs: CPU_ROWS stands in for it
+        bench.warm_up(job.get("rows") or min(bench.settings.candidates, bench.settings.batch_size or CPU_ROWS))
+    info = {"threads": torch.get_num_threads(), "device": str(bench.model.load_device),
+            "dtype": str(bench.model.model.get_dtype()).replace("torch.", "")}
     reset_peak()
-    started = [time.perf_counter()]
     if job.get("rss_cap_mb"):
-        watch_rss(job["rss_cap_mb"], lambda: started[0])
+        watch_rss(job["rss_cap_mb"], time.perf_counter(), info)
     result = bench.stock(job["rows"]) if job["mode"] == "stock" else bench.search()
     result["peak_rss_mb"] = peak_mb()
     if job.get("stock_after"):
-        result["stock"] = bench.stock(min(int(result["rows"]), candidates))
-    return result | {"threads": torch.get_num_threads(), "device": str(bench.model.load_device),
-                     "dtype": str(bench.model.model.get_dtype()).replace("torch.", "")}
+        result["stock"] = bench.stock(result["rows"])
+    return info | result
 
 
 DEFAULT_DECODE = "full VAE"
