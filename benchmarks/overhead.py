@@ -1,10 +1,10 @@
 """Where a noise search's time and memory go: what it should spend is NFEs, everything else is overhead.
 
-    python benchmarks/overhead.py                  # full run (see FULL); hours on a CPU, minutes on a GPU
-    python benchmarks/overhead.py --quick          # under 5 minutes on 2 cores (see QUICK)
-    python benchmarks/overhead.py --smoke          # seconds per row: tiny models, for the tests
+    python benchmarks/overhead.py                  # full run (full_plan): about 10 h on 2 CPU cores, see below
+    python benchmarks/overhead.py --quick          # about 2 minutes on 2 cores (QUICK)
+    python benchmarks/overhead.py --smoke          # under a minute: tiny models, for the tests (SMOKE)
     python benchmarks/overhead.py --json out.json  # also write the rows
-    python benchmarks/overhead.py --decode "full VAE" --algorithms random paths --no-memory
+    python benchmarks/overhead.py --decode "full VAE" --algorithms random paths --no-memory --steps 20 --size 512
 
 ComfyUI comes from --comfyui (default $COMFYUI_PATH). Every configuration runs in a fresh ComfyUI process
 (overhead_worker.py) with models of the real size and ComfyUI's own classes, random weights
@@ -13,8 +13,13 @@ ComfyUI's VAE class from a random AutoencoderKL state dict, and a clip_score ver
 as the hub ships it; ViT-B/32 in --quick) loaded through the pack's Load Verifier node. Conditioning is random of
 the real shape ([1, 77, 768] for SD1.5). The search runs through NoiseSearchSampler.execute (CFGGuider, the node's
 own code path) with the node's defaults (20 steps, cfg 8 (Flux 1), euler, simple, 4 candidates, batch_size auto,
-every algorithm's own defaults). Each process builds its models, warms up (one stock step, one decode, one score),
-resets its RSS high-water mark, then measures.
+every algorithm's own defaults). Each process builds its models (and a random TAESD decoder in its base directory's
+models/vae_approx, where ComfyUI's previewer looks), then, in inference mode as ComfyUI runs a prompt, warms up (one
+stock step, one decode, one score), resets its RSS high-water mark and measures.
+
+Cost: the six algorithms at the node's defaults spend 1744 NFEs (random 80, zero_order 340, paths 500, smc 104,
+trust_region 400, evolution 320), the stock run 80; an SD1.5 CFG pair at 512 px takes 10-20 s on 2 CPU cores, and
+the memory row about 1 s per candidate there. --algorithms, --steps, --size and --no-memory cut it down.
 
 Row values:
 - nfe: NFEs the search spent (a CFG pair is one; Heun would count 2 per step); checked equal to its plan.
@@ -122,7 +127,7 @@ def job_for(config: Config, mode: str, cache: Path, comfyui: Path, warmup: bool,
     return {"comfyui": str(comfyui), "mode": mode, "arch": config.arch, "size": config.size, "steps": config.steps,
             "sampler": config.sampler, "scheduler": config.scheduler, "clip": config.clip,
             "clip_dir": str(cache / f"clip-{config.clip}"), "warmup": warmup, "settings": dict(config.settings),
-            **extra}
+            "base_dir": str(cache / "comfy_base"), **extra}
 
 
 def stock_seconds(stock: dict, nfe: int) -> float:
@@ -222,6 +227,8 @@ def main(argv: Optional[list] = None) -> list[dict]:
     parser.add_argument("--decode", nargs="+", default=list(DECODES[:1]),
                         help=f"scoring_decode values to run (known: {', '.join(DECODES)})")
     parser.add_argument("--algorithms", nargs="+", choices=ALGORITHMS, help="instead of the plan's algorithms")
+    parser.add_argument("--size", type=int, help="image size in px of every model row instead of the plan's")
+    parser.add_argument("--steps", type=int, help="steps of every model row instead of the plan's")
     parser.add_argument("--memory-candidates", type=int, help="candidates of the memory row instead of the plan's")
     memory = parser.add_mutually_exclusive_group()
     memory.add_argument("--no-memory", action="store_true", help="leave out the memory row")
@@ -235,6 +242,8 @@ def main(argv: Optional[list] = None) -> list[dict]:
     plan = SMOKE if args.smoke else QUICK if args.quick else full_plan(cuda_available())
     if args.algorithms:
         plan = replace(plan, algorithms=tuple(args.algorithms))
+    overrides = {k: v for k, v in (("size", args.size), ("steps", args.steps)) if v}
+    plan = replace(plan, configs=tuple(replace(c, **overrides) for c in plan.configs))
     if plan.memory is not None and args.memory_candidates:
         plan = replace(plan, memory=replace(plan.memory, settings={"candidates": args.memory_candidates}))
     if args.no_memory:

@@ -137,6 +137,15 @@ def _shapes(module: torch.nn.Module, prefix: str) -> dict:
     return {prefix + k: tuple(v.shape) for k, v in module.state_dict().items()}
 
 
+def random_state_dict(shapes: dict, seed: int) -> dict:
+    """{name: shape} -> a state dict filled as fill_random fills modules."""
+    gen = torch.Generator().manual_seed(seed)
+    sd = {name: torch.empty(shape) for name, shape in shapes.items()}
+    for name, tensor in sd.items():
+        _random_(tensor, name, gen)
+    return sd
+
+
 def vae_state_dict(kind: str, seed: int = 0) -> dict:
     """A VAE file's state dict: SD/SDXL's AutoencoderKL (4 channels, quant convs), Flux's (16, none), or the
     pixel-space marker ComfyUI reads as PixelspaceConversionVAE."""
@@ -151,12 +160,7 @@ def vae_state_dict(kind: str, seed: int = 0) -> dict:
     if kind == "kl4":
         shapes |= {"quant_conv.weight": (2 * z, 2 * z, 1, 1), "quant_conv.bias": (2 * z,),
                    "post_quant_conv.weight": (z, z, 1, 1), "post_quant_conv.bias": (z,)}
-    gen = torch.Generator().manual_seed(seed)
-    sd = {}
-    for name, shape in shapes.items():
-        sd[name] = torch.empty(shape)
-        _random_(sd[name], name, gen)
-    return sd
+    return random_state_dict(shapes, seed)
 
 
 def vae(kind: str, seed: int = 0) -> comfy.sd.VAE:
@@ -227,3 +231,23 @@ def make_clip_folder(folder: Path, size: str, seed: int = 0) -> Path:
     write_clip_tokenizer(folder, CLIP_VOCAB, spec["image_size"])
     build_module(lambda: CLIPModel(config), seed).save_pretrained(str(folder))
     return folder
+
+
+def write_taesd_decoder(models_dir: Path, arch: Arch, seed: int = 0) -> Optional[Path]:
+    """models/vae_approx/<the latent format's taesd_decoder_name>.safetensors with random weights and the keys of
+    ComfyUI's TAESD Decoder, where the latent previewer looks for it; None for formats without a TAESD."""
+    from safetensors.torch import save_file
+
+    from comfy.taesd.taesd import Decoder
+
+    latent_format = getattr(comfy.supported_models, arch.config).latent_format()
+    if latent_format.taesd_decoder_name is None:
+        return None
+    path = Path(models_dir) / "vae_approx" / f"{latent_format.taesd_decoder_name}.safetensors"
+    if path.is_file():
+        return path
+    with torch.device("meta"):
+        shapes = _shapes(Decoder(latent_format.latent_channels), "")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(random_state_dict(shapes, seed), str(path))
+    return path

@@ -119,9 +119,11 @@ def emit(result: dict) -> None:
     print("RESULT " + json.dumps(result), flush=True)
 
 
-def start_comfy(comfyui: str) -> None:
-    """Import ComfyUI from its checkout as main.py would (CPU mode without CUDA) and register the pack."""
+def start_comfy(comfyui: str, base_dir: Optional[str] = None) -> None:
+    """Import ComfyUI from its checkout as main.py would (CPU mode without CUDA, models under `base_dir`) and
+    register the pack."""
     sys.argv = [sys.argv[0]] + ([] if torch.cuda.is_available() else ["--cpu"])
+    sys.argv += ["--base-directory", base_dir] if base_dir else []
     sys.path.insert(0, comfyui)
     os.chdir(comfyui)
     import comfy.options
@@ -152,6 +154,10 @@ class Bench:
         self.job = job
         self.settings = SearchSettings(node="overhead", algorithm=job.get("algorithm", "random"), **job["settings"])
         self.arch = arch = om.ARCHS[job["arch"]]
+        if job.get("base_dir"):
+            import folder_paths
+
+            om.write_taesd_decoder(Path(folder_paths.models_dir), arch)
         self.model = om.diffusion_model(arch, seed=0)
         self.vae = om.vae(arch.vae, seed=1)
         clip_dir = om.make_clip_folder(Path(job["clip_dir"]), job["clip"])
@@ -229,8 +235,13 @@ class Bench:
 
 def run(job: dict) -> dict:
     """Build, warm up, reset the RSS peak, measure; with `stock_after`, a stock run of the search's batch follows
-    (its time only: the peak is the search's)."""
-    start_comfy(job["comfyui"])
+    (its time only: the peak is the search's). Everything runs in inference mode, as ComfyUI runs a prompt."""
+    start_comfy(job["comfyui"], job.get("base_dir"))
+    with torch.inference_mode():
+        return measure(job)
+
+
+def measure(job: dict) -> dict:
     from noise_search.nodes.comfy_model import CPU_ROWS
 
     bench = Bench(job)
