@@ -66,8 +66,8 @@ WORKER = BENCH / "overhead_worker.py"
 KEYS = ("algorithm", "decode", "nfe", "seconds", "model_share", "decode_share", "verify_share", "other_share",
         "ratio_to_stock", "peak_rss_mb")
 ALGORITHMS = ("random", "zero_order", "paths", "smc", "trust_region", "evolution")
-DECODES = ("full VAE",)  # the sampler's scoring_decode values this script knows; the first is the default
-STOCK_DECODE = "full VAE"
+DECODES = ("full VAE",)  # the sampler's scoring_decode values this script knows; the first is the node's default
+STOCK_DECODE = DECODES[0]  # a stock user decodes with the VAE
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,6 @@ class Plan:
     configs: tuple
     algorithms: tuple
     memory: Optional[Config]
-    warmup: bool = True
 
 
 def full_plan(cuda: bool) -> Plan:
@@ -106,7 +105,7 @@ def full_plan(cuda: bool) -> Plan:
 
 
 QUICK = Plan((Config("sd15", 128, 3, "vit-b-32", settings={"candidates": 2}),), ("random", "smc"),
-             Config("tiny_radiance", 1024, 1, "tiny", settings={"candidates": 48}, label="memory"))
+             Config("tiny_radiance", 1024, 1, "tiny", settings={"candidates": 24}, label="memory"))
 SMOKE = Plan((Config("tiny_sd15", 64, 2, "tiny", settings={"candidates": 3}),), ("random", "evolution"),
              Config("tiny_radiance", 256, 1, "tiny", settings={"candidates": 6}, label="memory"))
 
@@ -123,11 +122,12 @@ def run_worker(job: dict, comfyui: Path, timeout: Optional[float]) -> dict:
     return json.loads(lines[-1][len("RESULT "):])
 
 
-def job_for(config: Config, mode: str, cache: Path, comfyui: Path, warmup: bool, **extra) -> dict:
+def job_for(config: Config, mode: str, cache: Path, comfyui: Path, **extra) -> dict:
+    """What overhead_worker.py runs: the model configuration, the search or stock mode, where the files live."""
     return {"comfyui": str(comfyui), "mode": mode, "arch": config.arch, "size": config.size, "steps": config.steps,
             "sampler": config.sampler, "scheduler": config.scheduler, "clip": config.clip,
-            "clip_dir": str(cache / f"clip-{config.clip}"), "warmup": warmup, "settings": dict(config.settings),
-            "base_dir": str(cache / "comfy_base"), **extra}
+            "clip_dir": str(cache / f"clip-{config.clip}"), "settings": dict(config.settings),
+            "base_dir": str(cache / "comfy_base"), "default_decode": DECODES[0], **extra}
 
 
 def stock_seconds(stock: dict, nfe: int) -> float:
@@ -157,14 +157,15 @@ def check_nfe(result: dict, job: dict) -> None:
 
 
 def measure(plan: Plan, decodes: tuple, comfyui: Path, cache: Path, rss_cap_mb: float,
-            timeout: Optional[float] = None, log=print) -> list[dict]:
-    """Every row of the plan: per model, each algorithm and decode, then its stock run; then the memory row."""
-    rows = []
+            timeout: Optional[float] = None, log=print) -> list[tuple[dict, dict]]:
+    """(row, worker result) for every row of the plan: per model each algorithm and decode, then its stock run;
+    then the memory row."""
+    out = []
     for config in plan.configs:
         searched = []
         for algorithm in plan.algorithms:
             for decode in decodes:
-                job = job_for(config, "search", cache, comfyui, plan.warmup, algorithm=algorithm, decode=decode)
+                job = job_for(config, "search", cache, comfyui, algorithm=algorithm, decode=decode)
                 log(f"  {config.name} {algorithm} ({decode}) ...")
                 result = run_worker(job, comfyui, timeout)
                 check_nfe(result, job)
@@ -172,23 +173,18 @@ def measure(plan: Plan, decodes: tuple, comfyui: Path, cache: Path, rss_cap_mb: 
         stocks = {}
         for b in sorted({r["rows"] for _, _, r in searched}):
             log(f"  {config.name} stock KSampler, batch {b} ...")
-            stocks[b] = run_worker(job_for(config, "stock", cache, comfyui, plan.warmup, rows=b), comfyui, timeout)
-        for algorithm, decode, result in searched:
-            rows.append(make_row(f"{config.name}:{algorithm}", decode, result, stocks[result["rows"]]))
-            rows[-1]["_info"] = result
-        for stock in stocks.values():
-            rows.append(make_row(f"{config.name}:stock", STOCK_DECODE, stock, stock))
-            rows[-1]["_info"] = stock
+            stocks[b] = run_worker(job_for(config, "stock", cache, comfyui, rows=b), comfyui, timeout)
+        out += [(make_row(f"{config.name}:{a}", d, r, stocks[r["rows"]]), r) for a, d, r in searched]
+        out += [(make_row(f"{config.name}:stock", STOCK_DECODE, s, s), s) for s in stocks.values()]
     if plan.memory is not None:
         config = plan.memory
         log(f"  memory: random over {config.settings['candidates']} candidates at {config.size} px ...")
-        job = job_for(config, "search", cache, comfyui, plan.warmup, algorithm="random", decode=DECODES[0],
+        job = job_for(config, "search", cache, comfyui, algorithm="random", decode=DECODES[0],
                       rss_cap_mb=rss_cap_mb, stock_after=True)
         result = run_worker(job, comfyui, timeout)
         check_nfe(result, job)
-        rows.append(make_row(f"{config.name}:random", DECODES[0], result, result.get("stock")))
-        rows[-1]["_info"] = result
-    return rows
+        out.append((make_row(f"{config.name}:random", DECODES[0], result, result.get("stock")), result))
+    return out
 
 
 def table(rows: list[dict]) -> str:
@@ -219,7 +215,7 @@ def main(argv: Optional[list] = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="SD1.5 at 128 px, 3 steps, 2 candidates, random and smc, "
-                                                           "CLIP ViT-B/32; memory row with 48 candidates")
+                                                           "CLIP ViT-B/32; memory row with 24 candidates")
     mode.add_argument("--smoke", action="store_true", help="tiny models, seconds per row (for the tests)")
     parser.add_argument("--comfyui", type=Path, default=os.environ.get("COMFYUI_PATH"),
                         help="ComfyUI checkout (default: $COMFYUI_PATH)")
@@ -256,10 +252,10 @@ def main(argv: Optional[list] = None) -> list[dict]:
         print(f"plan: {', '.join(f'{c.name} {c.size}px {c.steps} steps {c.settings}' for c in plan.configs)}; "
               f"algorithms {', '.join(plan.algorithms)}; decode {', '.join(args.decode)}; memory row "
               f"{'none' if plan.memory is None else plan.memory.settings}", flush=True)
-        rows = measure(plan, tuple(args.decode), args.comfyui.resolve(), cache, args.rss_cap_mb, args.timeout)
-    for name, info in {r["algorithm"].split(":")[0]: r["_info"] for r in rows}.items():
+        measured = measure(plan, tuple(args.decode), args.comfyui.resolve(), cache, args.rss_cap_mb, args.timeout)
+    for name, info in {row["algorithm"].split(":")[0]: info for row, info in measured}.items():
         print(f"{name}: device {info['device']}, model dtype {info['dtype']}, torch threads {info['threads']}")
-    rows = [{k: r[k] for k in KEYS} for r in rows]
+    rows = [row for row, _ in measured]
     print(table(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))

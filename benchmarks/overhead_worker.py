@@ -214,7 +214,7 @@ class Bench:
 
         job = self.job
         settings = {"algorithm": job["algorithm"], **job["settings"]}
-        check_decode(NoiseSearchSampler, job["decode"], settings)
+        check_decode(NoiseSearchSampler, job["decode"], job["default_decode"], settings)
         self.timers.reset()
         start = now()
         out = NoiseSearchSampler.execute(self.model, self.positive, self.negative, self.latent(1), SEED,
@@ -245,8 +245,8 @@ def measure(job: dict) -> dict:
     from noise_search.nodes.comfy_model import CPU_ROWS
 
     bench = Bench(job)
-    if job["warmup"]:  # a search's auto batch is known only once it runs: CPU_ROWS stands in for it
-        bench.warm_up(job.get("rows") or min(bench.settings.candidates, bench.settings.batch_size or CPU_ROWS))
+    # a search's auto batch is known only once it runs: CPU_ROWS stands in for it
+    bench.warm_up(job.get("rows") or min(bench.settings.candidates, bench.settings.batch_size or CPU_ROWS))
     info = {"threads": torch.get_num_threads(), "device": str(bench.model.load_device),
             "dtype": str(bench.model.model.get_dtype()).replace("torch.", "")}
     reset_peak()
@@ -259,16 +259,13 @@ def measure(job: dict) -> dict:
     return info | result
 
 
-DEFAULT_DECODE = "full VAE"
-
-
-def check_decode(node: type, decode: str, settings: dict) -> None:
+def check_decode(node: type, decode: str, default: str, settings: dict) -> None:
     """Pass `scoring_decode` only where the node has that input (unknown inputs would be ignored silently)."""
     inputs = {i.id for i in node.define_schema().inputs}
     if "scoring_decode" in inputs:
         settings["scoring_decode"] = decode
-    elif decode != DEFAULT_DECODE:
-        raise SystemExit(f"this checkout's sampler has no scoring_decode input: only '{DEFAULT_DECODE}' can run")
+    elif decode != default:
+        raise SystemExit(f"this checkout's sampler has no scoring_decode input: only '{default}' can run")
 
 
 if __name__ == "__main__":
