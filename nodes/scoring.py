@@ -8,7 +8,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from ..report.report import make_thumb
+from ..report.report import make_thumbs
 from ..search.types import Candidate, SearchResult
 from ..verifiers.grading import UnparsedAnswer
 from .preview_decode import TAESD_ALL, PreviewDecoder
@@ -87,11 +87,12 @@ class Scorer:
     def keep_final(self, batch: Sequence[Candidate], latents: torch.Tensor, images: torch.Tensor,
                    scores: torch.Tensor, full: bool) -> None:
         """Store every final's latent and thumbnail; keep full images (`full`: VAE-decoded) of the `keep` best."""
-        for c, latent, image, s in zip(batch, latents, images, scores.tolist()):
-            self.latents[c.id] = latent.detach().to("cpu")
-            self.thumbs[c.id] = make_thumb(image)
+        latents = latents.detach().to("cpu")
+        for c, latent, thumb, image, s in zip(batch, latents, make_thumbs(images), images, scores.tolist()):
+            self.latents[c.id] = latent.clone()
+            self.thumbs[c.id] = thumb.clone()
             if full:
-                self.images[c.id] = image.to("cpu")
+                self.images[c.id] = image.detach().to("cpu", copy=True)
                 self.ranks[c.id] = s
         while len(self.images) > self.keep:
             worst = min(self.ranks, key=lambda i: (self.ranks[i], -i))

@@ -10,15 +10,21 @@ import torch
 THUMB_SIZE = 192  # longer side of the thumbnail kept for every final candidate
 
 
-def make_thumb(image: torch.Tensor) -> torch.Tensor:
-    """`[H, W, 3]` image in 0..1 -> uint8 `[h, w, 3]` at most THUMB_SIZE on the longer side (bilinear, antialiased)."""
-    h, w = image.shape[:2]
+def make_thumbs(images: torch.Tensor) -> torch.Tensor:
+    """Images `[B, H, W, 3]` in 0..1 (any device) -> uint8 `[B, h, w, 3]` on the CPU, at most THUMB_SIZE on the longer
+    side (bilinear, antialiased): one resize and one host copy for the whole batch."""
+    h, w = images.shape[1:3]
     scale = min(1.0, THUMB_SIZE / max(h, w))
-    x = image[..., :3].movedim(-1, 0).unsqueeze(0).float()
+    x = images[..., :3].movedim(-1, 1).float()
     if scale < 1.0:
         size = (max(1, round(h * scale)), max(1, round(w * scale)))
         x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
-    return (x[0].movedim(0, -1).clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+    return (x.movedim(1, -1).clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+
+
+def make_thumb(image: torch.Tensor) -> torch.Tensor:
+    """One `[H, W, 3]` image -> its uint8 thumbnail (see make_thumbs)."""
+    return make_thumbs(image.unsqueeze(0))[0]
 
 
 @dataclass

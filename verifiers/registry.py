@@ -27,11 +27,12 @@ class KindInfo:
     required_options: tuple = ()
     options: dict = field(default_factory=dict)
     reference_sigma: Optional[float] = None
+    remote: bool = False  # `model` names what a server serves, not a file or folder
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "needs": sorted(self.needs), "required_options": list(self.required_options),
                 "options": dict(self.options), "default_model": self.default_model, "summary": self.summary,
-                "reference_sigma": self.reference_sigma}
+                "reference_sigma": self.reference_sigma, "remote": self.remote}
 
 
 _BATCH = {"batch_size": "images per model call"}
