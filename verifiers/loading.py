@@ -81,6 +81,12 @@ KNOWN_MODELS: tuple[KnownModel, ...] = (
     KnownModel("google/siglip-base-patch16-224", "self_similarity",
                ("config.json", "preprocessor_config.json", "model.safetensors"), "813 MB", "Apache-2.0",
                "https://huggingface.co/google/siglip-base-patch16-224", note="only the vision tower is used"),
+    KnownModel("THUDM/ImageReward", "image_reward", ("ImageReward.pt", "med_config.json"), "1.8 GB", "Apache-2.0",
+               "https://huggingface.co/THUDM/ImageReward",
+               note="also needs the bert-base-uncased tokenizer (option tokenizer)"),
+    KnownModel("bert-base-uncased", "image_reward_tokenizer", ("vocab.txt", "tokenizer.json", "tokenizer_config.json"),
+               "0.7 MB", "Apache-2.0", "https://huggingface.co/google-bert/bert-base-uncased",
+               note="tokenizer only, for ImageReward"),
 )
 
 

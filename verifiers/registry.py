@@ -63,6 +63,10 @@ _INFO = (
              frozenset({"reference"}),
              options={"backbone": "auto, clip, dinov2 or siglip", "arch": "open_clip architecture", **_BATCH},
              reference_sigma=0.4),
+    KindInfo("image_reward", "image_reward", "load_image_reward", "THUDM/ImageReward",
+             "ImageReward: BLIP reward model of human preference, prompt cross-attending to the image (about -2..2)",
+             frozenset({"prompt"}),
+             options={"tokenizer": "folder or repo with the bert-base-uncased tokenizer (vocab.txt)", **_BATCH}),
 )
 KINDS: tuple = tuple(info.kind for info in _INFO)
 _BY_KIND = {info.kind: info for info in _INFO}
