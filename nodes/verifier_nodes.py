@@ -56,7 +56,7 @@ def local_models() -> list[str]:
 
 
 def model_options() -> list[str]:
-    known = [m.name for m in KNOWN_MODELS if m.verifier != "pickscore_processor"]
+    known = [m.name for m in KNOWN_MODELS if m.verifier not in ("pickscore_processor", "image_reward_tokenizer")]
     known += [describe(kind)["default_model"] for kind in KINDS]
     return list(dict.fromkeys(local_models() + known))
 
