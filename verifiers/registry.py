@@ -67,6 +67,15 @@ _INFO = (
              "ImageReward: BLIP reward model of human preference, prompt cross-attending to the image (about -2..2)",
              frozenset({"prompt"}),
              options={"tokenizer": "folder or repo with the bert-base-uncased tokenizer (vocab.txt)", **_BATCH}),
+    KindInfo("vlm_grader", "vlm", "load_vlm_grader", "Qwen/Qwen2.5-VL-3B-Instruct",
+             "Vision-language grader (any transformers image-text-to-text chat model): VQAScore, P(\"Yes\") to "
+             "\"Does this figure show the prompt?\" (0..1), or the paper's 0-10 ratings of named aspects, averaged",
+             frozenset({"prompt"}),
+             options={"mode": "vqascore (Lin et al. 2024) or aspects (the paper's grader)",
+                      "aspects": "aspects mode: comma- or newline-separated aspect names (empty: the paper's five)",
+                      "max_new_tokens": "aspects mode: longest answer, in tokens (default 128)",
+                      "processor": "folder with the tokenizer, image processor and chat template, if not the "
+                                   "model's own", **_BATCH}),
 )
 KINDS: tuple = tuple(info.kind for info in _INFO)
 _BY_KIND = {info.kind: info for info in _INFO}
