@@ -1,15 +1,17 @@
 """api_grader against a real server process on loopback (tests/helpers/chat_server.py): what is sent, to where, with
 which key, how answers become scores, and how every failure reads."""
 
+import math
 import socket
 import time
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 import noise_search.verifiers as verifiers
 from noise_search.tests.helpers.chat_server import ChatServer
-from noise_search.verifiers.api_grader import ApiGrader, load_api_grader
+from noise_search.verifiers.api_grader import ApiGrader, load_api_grader, yes_probability
 from noise_search.verifiers.base import VerifierError
 from noise_search.verifiers.grading import ASPECTS, UnparsedAnswer, aspect_request, vqa_question
 
@@ -229,12 +231,13 @@ class InterruptProcessingException(Exception):
 
 
 @pytest.mark.parametrize("interrupt", [KeyboardInterrupt, InterruptProcessingException])
-def test_an_interrupt_inside_a_request_propagates_unchanged(chat, interrupt):
+def test_an_interrupt_inside_a_request_propagates_unchanged_and_stops_the_rest(chat, interrupt):
     g = grader(chat, concurrency=1)
-    ask = g._vqascore
+    ask, calls = g._vqascore, []
 
     def interrupted_second(image_url, prompt):
-        if len(chat.requests()) == 1:
+        calls.append(image_url)
+        if len(calls) == 2:
             raise interrupt()
         return ask(image_url, prompt)
 
@@ -242,7 +245,16 @@ def test_an_interrupt_inside_a_request_propagates_unchanged(chat, interrupt):
     with pytest.raises(interrupt):
         g.score(solid(*[0.2] * 5), prompt=PROMPT)
     time.sleep(0.2)
-    assert len(chat.requests()) == 1
+    assert len(calls) == 2 and len(chat.requests()) == 1
+
+
+def test_yes_is_summed_over_case_and_leading_space_variants():
+    top = [SimpleNamespace(token=t, logprob=math.log(p)) for t, p in
+           [("Yes", 0.4), (" yes", 0.2), ("\u2581YES", 0.1), ("\u0120yes", 0.05), ("Yesterday", 0.1), ("No", 0.15)]]
+    assert yes_probability(top, "u", "m") == pytest.approx(0.75)
+    assert yes_probability(top[-2:], "u", "m") == 0.0
+    with pytest.raises(VerifierError, match="without top_logprobs"):
+        yes_probability([], "u", "m")
 
 
 def test_a_missing_prompt_is_refused_before_any_request(chat):
