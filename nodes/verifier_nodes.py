@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -57,7 +58,7 @@ def local_models() -> list[str]:
 
 def model_options() -> list[str]:
     known = [m.name for m in KNOWN_MODELS if m.verifier not in ("pickscore_processor", "image_reward_tokenizer")]
-    known += [describe(kind)["default_model"] for kind in KINDS]
+    known += [describe(kind)["default_model"] for kind in KINDS if not kind_info(kind).remote]
     return list(dict.fromkeys(local_models() + known))
 
 
@@ -110,11 +111,12 @@ def grader_options(kind: str, given: dict) -> dict:
     return options
 
 
-def verifier_options(kind: str, labels: str, target: str) -> dict:
-    """The labels/target inputs as loader options, refusing ones this kind does not take or misses."""
+def verifier_options(kind: str, labels: str, target: str, grader: Optional[dict] = None) -> dict:
+    """The labels/target inputs (and the grader inputs' options) as loader options, refusing ones this kind does
+    not take or misses."""
     info = describe(kind)
     given = {"labels": labels.strip(), "target": target.strip()}
-    options = {}
+    options = dict(grader or {})
     for name, value in given.items():
         if value and name not in info["options"]:
             raise ValueError(f"Load Verifier: kind '{kind}' takes no {name}: clear the {name} input "
@@ -166,7 +168,7 @@ class NoiseSearchVerifierLoader(io.ComfyNode):
     @classmethod
     def execute(cls, kind, model, device, dtype, allow_download, labels, target, **grader) -> io.NodeOutput:
         verifier_dirs()
-        options = verifier_options(kind, labels, target) | grader_options(kind, grader)
+        options = verifier_options(kind, labels, target, grader_options(kind, grader))
         model = options.pop("model", model)
         if kind_info(kind).remote and not model:
             raise ValueError(f"Load Verifier: kind '{kind}' needs the api_model input: the model name the server "

@@ -76,6 +76,15 @@ _INFO = (
                       "max_new_tokens": "aspects mode: longest answer, in tokens (default 128)",
                       "processor": "folder with the tokenizer, image processor and chat template, if not the "
                                    "model's own", **_BATCH}),
+    KindInfo("api_grader", "api_grader", "load_api_grader", "",
+             "Remote vision-language grader over an OpenAI-compatible chat API (Ollama, LM Studio, vLLM, llama.cpp): "
+             "VQAScore P(Yes) from logprobs, or the mean 0-10 rating of named aspects; model = the server's model name",
+             frozenset({"prompt"}), ("base_url",),
+             {"base_url": "the server's OpenAI-compatible URL, e.g. http://localhost:11434/v1; images go nowhere else",
+              "api_key_env": "NAME of the environment variable holding the key (empty: no key)",
+              "mode": "vqascore (needs logprobs) or aspects", "aspects": "aspects mode: comma-separated names",
+              "concurrency": "requests in flight at once", "timeout": "seconds per request",
+              "retries": "retries after a timeout, 429 or 5xx, with exponential backoff"}, remote=True),
 )
 KINDS: tuple = tuple(info.kind for info in _INFO)
 _BY_KIND = {info.kind: info for info in _INFO}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from noise_search.tests.e2e.test_e2e_nodes import Graph, add_sampler, base_graph, report_of
+from noise_search.tests.helpers.chat_server import ChatServer
 from noise_search.verifiers.grading import ASPECTS
 
 pytestmark = pytest.mark.comfyui
@@ -68,3 +69,54 @@ def test_an_unparsable_grader_answer_fails_the_run_naming_the_candidate(comfy, c
     assert error is not None
     message = error["exception_message"]
     assert "candidate 0:" in message and "raw answer" in message
+
+
+@pytest.fixture(scope="module")
+def chat_server():
+    """An OpenAI-compatible server process on loopback (tests/helpers/chat_server.py)."""
+    with ChatServer() as server:
+        yield server
+
+
+def api_loader(g: Graph, env, server, **grader) -> str:
+    return loader(g, env, "api_grader", "openai/clip-vit-large-patch14", base_url=server.url,
+                  api_model="tiny-grader", api_key_env="NOISE_SEARCH_TEST_KEY_UNUSED", **grader)
+
+
+def test_api_grader_scores_a_search_through_a_server(comfy, comfy_env, chat_server):
+    chat_server.configure()
+    g, n = base_graph(comfy_env)
+    item = run_search(comfy, comfy_env, api_loader(g, comfy_env, chat_server, grader_mode="aspects",
+                                                   aspects="detail, colour", api_key_env=""), g, n)
+    sent = chat_server.requests()
+    assert len(sent) == 2 and all(r["body"]["model"] == "tiny-grader" for r in sent)
+    for c in item["candidates"]:
+        assert set(c["members"]) == {"detail", "colour"}
+        assert c["score"] == pytest.approx(sum(c["members"].values()) / 2)
+
+
+def test_api_grader_key_variable_must_be_set(comfy, comfy_env, chat_server):
+    chat_server.configure()
+    g, n = base_graph(comfy_env)
+    n["verifier"] = api_loader(g, comfy_env, chat_server)
+    search = add_sampler(g, n, "ksampler", 3, candidates=2)
+    g.node("NoiseSearchScoreViewer", report=g.out(search, 4), pick=-1)
+    error = comfy.run(g.nodes, timeout=600).error
+    assert error is not None and "NOISE_SEARCH_TEST_KEY_UNUSED" in error["exception_message"]
+    assert chat_server.requests() == []
+
+
+def test_the_papers_ensemble_aesthetic_clipscore_image_reward_and_a_grader(comfy, comfy_env, chat_server):
+    chat_server.configure()
+    g, n = base_graph(comfy_env)
+    ensemble = g.node("NoiseSearchVerifierEnsemble", verifier_1=g.out(loader(g, comfy_env, "aesthetic")),
+                      verifier_2=g.out(loader(g, comfy_env, "clip_score")),
+                      verifier_3=g.out(loader(g, comfy_env, "image_reward")),
+                      verifier_4=g.out(api_loader(g, comfy_env, chat_server, grader_mode="vqascore",
+                                                  api_key_env="")),
+                      weights="", mode="rank")
+    item = run_search(comfy, comfy_env, ensemble, g, n)
+    for c in item["candidates"]:
+        assert set(c["members"]) == {"aesthetic", "clip_score", "image_reward", "api_grader"}
+        assert 0.0 <= c["members"]["api_grader"] <= 1.0
+    assert len(chat_server.requests()) == 2
