@@ -79,8 +79,9 @@ def chat_server():
 
 
 def api_loader(g: Graph, env, server, **grader) -> str:
+    grader = {"api_key_env": "NOISE_SEARCH_TEST_KEY_UNUSED", **grader}
     return loader(g, env, "api_grader", "openai/clip-vit-large-patch14", base_url=server.url,
-                  api_model="tiny-grader", api_key_env="NOISE_SEARCH_TEST_KEY_UNUSED", **grader)
+                  api_model="tiny-grader", **grader)
 
 
 def test_api_grader_scores_a_search_through_a_server(comfy, comfy_env, chat_server):
