@@ -1,0 +1,270 @@
+"""Where a noise search's time and memory go: what it should spend is NFEs, everything else is overhead.
+
+    python benchmarks/overhead.py                  # full run (full_plan): about 10 h on 2 CPU cores, see below
+    python benchmarks/overhead.py --quick          # about 2 minutes on 2 cores (QUICK)
+    python benchmarks/overhead.py --smoke          # under a minute: tiny models, for the tests (SMOKE)
+    python benchmarks/overhead.py --json out.json  # also write the rows
+    python benchmarks/overhead.py --decode "full VAE" --algorithms random paths --no-memory --steps 20 --size 512
+
+ComfyUI comes from --comfyui (default $COMFYUI_PATH). Every configuration runs in a fresh ComfyUI process
+(overhead_worker.py) with models of the real size and ComfyUI's own classes, random weights
+(overhead_models.py): SD1.5's UNet at 512 px on the CPU, SDXL's and Flux's at 1024 px only where CUDA is present,
+ComfyUI's VAE class from a random AutoencoderKL state dict, and a clip_score verifier (a random CLIP ViT-L/14 folder
+as the hub ships it; ViT-B/32 in --quick) loaded through the pack's Load Verifier node. Conditioning is random of
+the real shape ([1, 77, 768] for SD1.5). The search runs through NoiseSearchSampler.execute (CFGGuider, the node's
+own code path) with the node's defaults (20 steps, cfg 8 (Flux 1), euler, simple, 4 candidates, batch_size auto,
+every algorithm's own defaults). Each process builds its models (and a random TAESD decoder in its base directory's
+models/vae_approx, where ComfyUI's previewer looks), then, in inference mode as ComfyUI runs a prompt, warms up (one
+stock step, one decode, one score), resets its RSS high-water mark and measures.
+
+Cost: the six algorithms at the node's defaults spend 1744 NFEs (random 80, zero_order 340, paths 500, smc 104,
+trust_region 400, evolution 320), the stock run 80; an SD1.5 CFG pair at 512 px takes 10-20 s on 2 CPU cores, and
+the memory row about 1 s per candidate there. --algorithms, --steps, --size and --no-memory cut it down.
+
+Row values:
+- nfe: NFEs the search spent (a CFG pair is one; Heun would count 2 per step); checked equal to its plan.
+- seconds: wall time of the node's execute, CUDA synchronised.
+- model_share: time inside the diffusion model's forward (forward hooks); decode_share: the Scorer's decode (VAE
+  decode of candidates, NaN checks, copy to the CPU); verify_share: the Scorer's score (loading the verifier
+  through ComfyUI's model management, then scoring); other_share: the rest (noise, sampler arithmetic, search
+  bookkeeping, reloading the diffusion model after scoring, outputs and report). The four sum to 1.
+- ratio_to_stock: seconds / stock seconds for the same NFEs. Stock is what a user without this pack runs: ComfyUI's
+  KSampler (nodes.common_ksampler -> comfy.sample.sample) with the same model, conditioning, sampler, scheduler,
+  steps, cfg and latent size on a latent batch of B rows, B = the search's batch size as it resolved (batch_size
+  auto included) but at most its candidates, then VAE Decode of ONE image: the one image the user keeps, as the
+  search outputs one. One such run is measured per model: stock seconds(nfe) = sampling seconds / (B x NFEs of one
+  trajectory) x nfe + that one decode's seconds. The stock row itself shows the measured run (ratio 1).
+- peak_rss_mb: the process's peak resident memory during the measured run (VmHWM after a reset, Linux; elsewhere
+  ru_maxrss, which also counts building the models). On a CPU run it includes every weight (SD1.5 fp32 3.3 GiB,
+  CLIP ViT-L/14 1.6 GiB, the VAE 0.3 GiB).
+
+The memory row is a Random search over 4096 candidates (the node's maximum) at full output resolution, 1024 px,
+1 step: every model is tiny so the images and latents the search keeps dominate. At 1024 px every real latent
+decoder costs half a TFLOP or more per image (hours for 4096 on a CPU), so the row uses ComfyUI's pixel-space
+classes: a small Chroma Radiance transformer and the pixel-space VAE (decode is free, and latents are full-size
+images, 12 MiB each in fp32), with the tests' tiny CLIP through the same loader. The target is < 4 GB of host RAM;
+a run that passes --rss-cap-mb (default 8192: the machine may be shared) is stopped and reported as aborted.
+
+JSON rows have exactly the keys in KEYS; `algorithm` is "<model>:<algorithm>" ("sd15:random", "sd15:stock",
+"memory:random"); an aborted row has null for what it did not measure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Optional
+
+BENCH = Path(__file__).resolve().parent
+WORKER = BENCH / "overhead_worker.py"
+KEYS = ("algorithm", "decode", "nfe", "seconds", "model_share", "decode_share", "verify_share", "other_share",
+        "ratio_to_stock", "peak_rss_mb")
+ALGORITHMS = ("random", "zero_order", "paths", "smc", "trust_region", "evolution")
+DECODES = ("full VAE",)  # the sampler's scoring_decode values this script knows; the first is the default
+STOCK_DECODE = "full VAE"
+
+
+@dataclass(frozen=True)
+class Config:
+    """One model configuration: which model, its size and sampler settings, the node inputs every search gets."""
+
+    arch: str
+    size: int
+    steps: int
+    clip: str
+    sampler: str = "euler"
+    scheduler: str = "simple"
+    settings: dict = field(default_factory=dict)  # node inputs beyond algorithm (candidates, batch_size, ...)
+    label: Optional[str] = None  # the JSON prefix; the arch by default
+
+    @property
+    def name(self) -> str:
+        return self.label or self.arch
+
+
+@dataclass(frozen=True)
+class Plan:
+    configs: tuple
+    algorithms: tuple
+    memory: Optional[Config]
+    warmup: bool = True
+
+
+def full_plan(cuda: bool) -> Plan:
+    """SD1.5 at 512 px (SDXL and Flux at 1024 px with CUDA), the node's defaults; the 4096-candidate memory row."""
+    configs = [Config("sd15", 512, 20, "vit-l-14")]
+    if cuda:
+        configs += [Config("sdxl", 1024, 20, "vit-l-14"), Config("flux", 1024, 20, "vit-l-14")]
+    memory = Config("tiny_radiance", 1024, 1, "tiny", settings={"candidates": 4096}, label="memory")
+    return Plan(tuple(configs), ALGORITHMS, memory)
+
+
+QUICK = Plan((Config("sd15", 128, 3, "vit-b-32", settings={"candidates": 2}),), ("random", "smc"),
+             Config("tiny_radiance", 1024, 1, "tiny", settings={"candidates": 48}, label="memory"))
+SMOKE = Plan((Config("tiny_sd15", 64, 2, "tiny", settings={"candidates": 3}),), ("random", "evolution"),
+             Config("tiny_radiance", 256, 1, "tiny", settings={"candidates": 6}, label="memory"))
+
+
+def run_worker(job: dict, comfyui: Path, timeout: Optional[float]) -> dict:
+    """One configuration in a fresh process (cwd: the ComfyUI checkout); its RESULT line as a dict."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    proc = subprocess.run([sys.executable, str(WORKER), json.dumps(job)], cwd=comfyui, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"worker failed ({proc.returncode}) for {job}:\n{proc.stdout[-2000:]}\n"
+                           f"{proc.stderr[-6000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def job_for(config: Config, mode: str, cache: Path, comfyui: Path, warmup: bool, **extra) -> dict:
+    return {"comfyui": str(comfyui), "mode": mode, "arch": config.arch, "size": config.size, "steps": config.steps,
+            "sampler": config.sampler, "scheduler": config.scheduler, "clip": config.clip,
+            "clip_dir": str(cache / f"clip-{config.clip}"), "warmup": warmup, "settings": dict(config.settings),
+            "base_dir": str(cache / "comfy_base"), **extra}
+
+
+def stock_seconds(stock: dict, nfe: int) -> float:
+    """What stock ComfyUI spends on `nfe` NFEs and keeping one image (see the module docstring)."""
+    return stock["sampling_s"] / stock["nfe"] * nfe + stock["decode_s"]
+
+
+def make_row(label: str, decode: str, result: dict, stock: Optional[dict]) -> dict:
+    """A JSON row (exactly KEYS) from a worker's result; null for what an aborted run did not measure."""
+    if result.get("aborted"):
+        return {**dict.fromkeys(KEYS), "algorithm": label, "decode": decode,
+                "peak_rss_mb": round(result["peak_rss_mb"], 1)}
+    seconds = result["seconds"]
+    parts = {k: result[f"{k}_s"] / seconds for k in ("model", "decode", "verify")}
+    parts["other"] = 1.0 - sum(parts.values())
+    row = {"algorithm": label, "decode": decode, "nfe": int(result["nfe"]), "seconds": round(seconds, 3),
+           **{f"{k}_share": round(v, 4) for k, v in parts.items()},
+           "ratio_to_stock": round(seconds / stock_seconds(stock, result["nfe"]), 3) if stock else None,
+           "peak_rss_mb": round(result["peak_rss_mb"], 1)}
+    return {k: row[k] for k in KEYS}
+
+
+def check_nfe(result: dict, job: dict) -> None:
+    if not result.get("aborted") and result["nfe"] != result["nfe_planned"]:
+        raise RuntimeError(f"{job['arch']} {job.get('algorithm')}: spent {result['nfe']} NFEs, planned "
+                           f"{result['nfe_planned']}")
+
+
+def measure(plan: Plan, decodes: tuple, comfyui: Path, cache: Path, rss_cap_mb: float,
+            timeout: Optional[float] = None, log=print) -> list[dict]:
+    """Every row of the plan: per model, each algorithm and decode, then its stock run; then the memory row."""
+    rows = []
+    for config in plan.configs:
+        searched = []
+        for algorithm in plan.algorithms:
+            for decode in decodes:
+                job = job_for(config, "search", cache, comfyui, plan.warmup, algorithm=algorithm, decode=decode)
+                log(f"  {config.name} {algorithm} ({decode}) ...")
+                result = run_worker(job, comfyui, timeout)
+                check_nfe(result, job)
+                searched.append((algorithm, decode, result))
+        stocks = {}
+        for b in sorted({r["rows"] for _, _, r in searched}):
+            log(f"  {config.name} stock KSampler, batch {b} ...")
+            stocks[b] = run_worker(job_for(config, "stock", cache, comfyui, plan.warmup, rows=b), comfyui, timeout)
+        for algorithm, decode, result in searched:
+            rows.append(make_row(f"{config.name}:{algorithm}", decode, result, stocks[result["rows"]]))
+            rows[-1]["_info"] = result
+        for stock in stocks.values():
+            rows.append(make_row(f"{config.name}:stock", STOCK_DECODE, stock, stock))
+            rows[-1]["_info"] = stock
+    if plan.memory is not None:
+        config = plan.memory
+        log(f"  memory: random over {config.settings['candidates']} candidates at {config.size} px ...")
+        job = job_for(config, "search", cache, comfyui, plan.warmup, algorithm="random", decode=DECODES[0],
+                      rss_cap_mb=rss_cap_mb, stock_after=True)
+        result = run_worker(job, comfyui, timeout)
+        check_nfe(result, job)
+        rows.append(make_row(f"{config.name}:random", DECODES[0], result, result.get("stock")))
+        rows[-1]["_info"] = result
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    """The rows as a fixed-width table (percentages for the shares)."""
+    head = ("algorithm", "decode", "NFE", "seconds", "model", "decode", "verify", "other", "x stock", "peak RSS MB")
+    lines = ["  ".join(f"{h:>11}" if i > 1 else f"{h:<20}" for i, h in enumerate(head))]
+
+    def cell(value, fmt):
+        return f"{'-':>11}" if value is None else f"{value:>11{fmt}}"
+
+    for r in rows:
+        cells = [f"{r['algorithm']:<20}", f"{r['decode']:<20}", cell(r['nfe'], 'd'), cell(r['seconds'], '.1f')]
+        cells += [cell(None if r[k] is None else 100 * r[k], ".1f") for k in KEYS[4:8]]
+        cells += [cell(r["ratio_to_stock"], ".2f"), cell(r["peak_rss_mb"], ".0f")]
+        if r["nfe"] is None:
+            cells.append("  ABORTED: RSS passed the cap")
+        lines.append("  ".join(cells))
+    return "\n".join(lines)
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def main(argv: Optional[list] = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="SD1.5 at 128 px, 3 steps, 2 candidates, random and smc, "
+                                                           "CLIP ViT-B/32; memory row with 48 candidates")
+    mode.add_argument("--smoke", action="store_true", help="tiny models, seconds per row (for the tests)")
+    parser.add_argument("--comfyui", type=Path, default=os.environ.get("COMFYUI_PATH"),
+                        help="ComfyUI checkout (default: $COMFYUI_PATH)")
+    parser.add_argument("--json", type=Path, help="write the rows to this file")
+    parser.add_argument("--decode", nargs="+", default=list(DECODES[:1]),
+                        help=f"scoring_decode values to run (known: {', '.join(DECODES)})")
+    parser.add_argument("--algorithms", nargs="+", choices=ALGORITHMS, help="instead of the plan's algorithms")
+    parser.add_argument("--size", type=int, help="image size in px of every model row instead of the plan's")
+    parser.add_argument("--steps", type=int, help="steps of every model row instead of the plan's")
+    parser.add_argument("--memory-candidates", type=int, help="candidates of the memory row instead of the plan's")
+    memory = parser.add_mutually_exclusive_group()
+    memory.add_argument("--no-memory", action="store_true", help="leave out the memory row")
+    memory.add_argument("--memory-only", action="store_true", help="only the memory row")
+    parser.add_argument("--rss-cap-mb", type=float, default=8192.0, help="stop a run whose RSS passes this")
+    parser.add_argument("--cache", type=Path, help="keep the random CLIP folders here between runs")
+    parser.add_argument("--timeout", type=float, help="seconds one configuration may take")
+    args = parser.parse_args(argv)
+    if args.comfyui is None or not (args.comfyui / "main.py").is_file():
+        parser.error("point --comfyui (or COMFYUI_PATH) at a ComfyUI checkout")
+    plan = SMOKE if args.smoke else QUICK if args.quick else full_plan(cuda_available())
+    if args.algorithms:
+        plan = replace(plan, algorithms=tuple(args.algorithms))
+    overrides = {k: v for k, v in (("size", args.size), ("steps", args.steps)) if v}
+    plan = replace(plan, configs=tuple(replace(c, **overrides) for c in plan.configs))
+    if plan.memory is not None and args.memory_candidates:
+        plan = replace(plan, memory=replace(plan.memory, settings={"candidates": args.memory_candidates}))
+    if args.no_memory:
+        plan = replace(plan, memory=None)
+    if args.memory_only:
+        plan = replace(plan, configs=())
+    with tempfile.TemporaryDirectory(prefix="noise_search_overhead_") as tmp:
+        cache = args.cache or Path(tmp)
+        cache.mkdir(parents=True, exist_ok=True)
+        print(f"plan: {', '.join(f'{c.name} {c.size}px {c.steps} steps {c.settings}' for c in plan.configs)}; "
+              f"algorithms {', '.join(plan.algorithms)}; decode {', '.join(args.decode)}; memory row "
+              f"{'none' if plan.memory is None else plan.memory.settings}", flush=True)
+        rows = measure(plan, tuple(args.decode), args.comfyui.resolve(), cache, args.rss_cap_mb, args.timeout)
+    for name, info in {r["algorithm"].split(":")[0]: r["_info"] for r in rows}.items():
+        print(f"{name}: device {info['device']}, model dtype {info['dtype']}, torch threads {info['threads']}")
+    rows = [{k: r[k] for k in KEYS} for r in rows]
+    print(table(rows))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    return rows
+
+
+if __name__ == "__main__":
+    main()
