@@ -18,6 +18,7 @@ from .comfy_model import item_mask, stock_latent_out
 from .denoise import NfeCounter, takes_noise_sampler
 from .guider_bridge import SearchSampler
 from .noise import ItemNoise
+from .preview_decode import FULL, PreviewDecoder, find_preview_decoder
 from .progress import announce, make_progress
 from .scoring import Scorer
 from .types import SearchNoise
@@ -40,11 +41,16 @@ def run_node_search(*, node: str, node_id: Optional[str], guider, sampler, sampl
     planned = settings.plan(sigmas, cost, getattr(verifier.verifier, "aggregate", None))
     items = samples.shape[0]
     notes = settings.notes()
+    preview = preview_decoder(node, settings.scoring_decode, patcher)
+    if preview is not None:
+        notes.append(f"scoring decode: {settings.scoring_decode} ({preview.name}); every output image is decoded "
+                     f"by the VAE")
     pbar = comfy.utils.ProgressBar(planned * items)
     outs, results, scorers = [], [], []
     for b in range(items):
         noise = ItemNoise(samples, b, seed, latent.get("batch_index"))
-        scorer = Scorer(node, vae, verifier, prompt)
+        scorer = Scorer(node, vae, verifier, prompt, keep=settings.top_k, preview=preview,
+                        preview_mode=settings.scoring_decode)
         search = SearchSampler(sampler=sampler, algorithm=settings.algorithm, config=settings.config(),
                                noise=noise, cost=cost, scorer=scorer, batch_size=settings.batch_size,
                                progress=make_progress(pbar, planned * b, scorer, node_id, b, items))
@@ -52,6 +58,7 @@ def run_node_search(*, node: str, node_id: Optional[str], guider, sampler, sampl
                             denoise_mask=item_mask(latent.get("noise_mask"), samples, b), callback=None,
                             disable_pbar=True, seed=seed)
         outs.append(out.to(comfy.model_management.intermediate_device()))
+        scorer.finish(search.result)
         results.append(search.result)
         scorers.append(scorer)
         notes += [f"item {b}: {n}" if items > 1 else n for n in search.notes]
@@ -64,9 +71,19 @@ def run_node_search(*, node: str, node_id: Optional[str], guider, sampler, sampl
     noise = winning_noise(settings.algorithm, results, seed, samples.dtype, ancestral)
     report = SearchReport(results=results, verifier=verifier.name, members=verifier.members, prompt=prompt,
                           seconds=time.perf_counter() - start, images=[s.images for s in scorers],
-                          latents=[s.latents for s in scorers], notes=notes + ([noise.note] if noise.note else []))
+                          latents=[s.latents for s in scorers], thumbs=[s.thumbs for s in scorers],
+                          decode=scorers[0].full_decode, notes=notes + ([noise.note] if noise.note else []))
     announce(report, node_id)
     return best, image, top_k, noise, report
+
+
+def preview_decoder(node: str, mode: str, patcher) -> Optional[PreviewDecoder]:
+    """The TAESD decoder `scoring_decode` asks for (None for the full VAE), found before any sampling."""
+    if mode == FULL:
+        return None
+    latent_format = patcher.get_model_object("latent_format")
+    path = find_preview_decoder(node, latent_format, mode)
+    return PreviewDecoder(path, latent_format, patcher.load_device)
 
 
 def winning_noise(algorithm: str, results: Sequence[SearchResult], seed: int, dtype: torch.dtype,

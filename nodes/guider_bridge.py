@@ -21,7 +21,7 @@ from ..search.types import Candidate, SearchProblem, SearchResult
 from .comfy_model import auto_rows, reference_target, renoise_for
 from .denoise import SearchDenoiser, function_name, takes_noise_sampler
 from .noise import ItemNoise
-from .scoring import DECODE, Scorer
+from .scoring import TAESD, VAE, Scorer
 
 
 class SearchSampler(comfy.samplers.Sampler):
@@ -158,30 +158,37 @@ class _Run:
                     self.references[c.id] = (distance, row.detach().to("cpu"))
         return on_eval
 
-    def user_latent(self, x: torch.Tensor, final: bool) -> torch.Tensor:
-        """Final states or x0 predictions -> the latent space VAE Decode expects."""
+    def model_latent(self, x: torch.Tensor, final: bool) -> torch.Tensor:
+        """Final states or x0 predictions -> the model's latent space (what TAESD previews decode)."""
         x = x.to(self.device)
         if final:
             x = self.model_sampling.inverse_noise_scaling(self.sigmas[-1], x)
-        return self.model_wrap.inner_model.process_latent_out(x.to(torch.float32))
+        return x.to(torch.float32)
+
+    def decode(self, model_x: torch.Tensor, ids: list, how: str) -> torch.Tensor:
+        scorer = self.owner.scorer
+        if how == TAESD:
+            return scorer.decode_preview(model_x, ids)
+        return scorer.decode(self.model_wrap.inner_model.process_latent_out(model_x), ids)
 
     def score(self, x: torch.Tensor, sigma: float, batch: Sequence[Candidate]):
         scorer = self.owner.scorer
         final = batch[0].final
-        latents = self.user_latent(x, final)
-        images = scorer.decode(latents, batch)
+        how = scorer.decoder_for(final)
+        ids = [c.id for c in batch]
+        model_x = self.model_latent(x, final)
+        images = self.decode(model_x, ids, how)
         references = None
         if self.needs_reference:
-            refs = torch.stack([self.references[c.id][1] for c in batch])
-            references = scorer.decode(self.model_wrap.inner_model.process_latent_out(refs.to(self.device)), batch)
+            refs = torch.stack([self.references[c.id][1] for c in batch]).to(self.device, torch.float32)
+            references = self.decode(refs, ids, scorer.decoder_for(final=False))
         self.scored = True
-        out = scorer.score(images, references)
+        out = scorer.score(images, references, batch)
         for c in batch:
-            c.decode = DECODE
+            c.decode = how
         if final:
-            for c, image, latent in zip(batch, images, latents):
-                scorer.images[c.id] = image
-                scorer.latents[c.id] = latent.detach().to("cpu")
+            latents = self.model_wrap.inner_model.process_latent_out(model_x)
+            scorer.keep_final(batch, latents, images, out[0] if isinstance(out, tuple) else out, full=how == VAE)
         return out
 
     def notes(self) -> list[str]:

@@ -48,9 +48,10 @@ def make_progress(pbar, done_before: int, scorer: Scorer, node_id: Optional[str]
 
     def progress(nfe: int, planned: int, best_score, best) -> None:
         preview = None
-        if best is not None and best.id != shown["id"] and best.id in scorer.images:
+        if best is not None and best.id != shown["id"] and best.id in scorer.thumbs:
             shown["id"] = best.id
-            preview = _preview(scorer.images[best.id])
+            image = scorer.images.get(best.id)
+            preview = _preview(image if image is not None else scorer.thumbs[best.id].float() / 255)
         pbar.update_absolute(done_before + nfe, None, preview)
         where = f"item {item + 1}/{items}: " if items > 1 else ""
         best_text = "no final candidate yet" if best is None else f"best {best_score:.4f} (candidate {best.id})"

@@ -1,5 +1,6 @@
-"""Decoding and scoring candidates: the VAE turns latents into images, the verifier scores them, and NaN is
-blamed on whichever of the model and the VAE produced it."""
+"""Decoding and scoring candidates: the VAE (or a TAESD preview decoder) turns latents into images, the verifier
+scores them, and NaN is blamed on whichever of the model and the decoder produced it. Memory stays bounded: every
+final candidate keeps its latent and a thumbnail, full images only the best `keep`."""
 
 from __future__ import annotations
 
@@ -7,30 +8,40 @@ from typing import Optional, Sequence
 
 import torch
 
-from ..search.types import Candidate
+from ..report.report import make_thumbs
+from ..search.types import Candidate, SearchResult
+from ..verifiers.grading import UnparsedAnswer
+from .preview_decode import TAESD_ALL, PreviewDecoder
 from .types import LoadedVerifier
 
-DECODE = "vae"  # the full VAE decode every candidate is scored on
+VAE, TAESD = "vae", "taesd"  # Candidate.decode: what made the image a candidate was scored on
 
 
 class Scorer:
-    """Decodes latents with the VAE and scores them; keeps every final candidate's image and latent."""
+    """Decodes latents for the verifier and scores them; keeps every final's latent and thumbnail (CPU) and the full
+    images of the `keep` best scored so far."""
 
-    def __init__(self, node: str, vae, handle: LoadedVerifier, prompt: Optional[str]):
+    def __init__(self, node: str, vae, handle: LoadedVerifier, prompt: Optional[str], keep: int = 1,
+                 preview: Optional[PreviewDecoder] = None, preview_mode: Optional[str] = None):
         self.node = node
         self.vae = vae
         self.handle = handle
         self.prompt = prompt
-        self.images: dict = {}
+        self.keep = max(1, int(keep))
+        self.preview = preview
+        self.preview_finals = preview is not None and preview_mode == TAESD_ALL
+        self.images: dict = {}  # id -> full image, at most `keep` (plus the winners after finish)
+        self.ranks: dict = {}  # id -> the batch score its image was kept by
+        self.thumbs: dict = {}
         self.latents: dict = {}
 
-    def decode(self, latents: torch.Tensor, batch: Sequence[Candidate]) -> torch.Tensor:
-        """Decode candidate latents; NaN is blamed on whichever of the model and the VAE produced it."""
-        bad = [c.id for c, row in zip(batch, latents) if not torch.isfinite(row).all()]
-        if bad:
-            raise ValueError(f"{self.node}: the model produced NaN or infinite latents for candidate(s) {bad}: the "
-                             f"diffusion model overflows in its dtype; try a different model dtype (e.g. ComfyUI's "
-                             f"--force-fp32 or --bf16-unet) or a lower cfg")
+    def decoder_for(self, final: bool) -> str:
+        """VAE or TAESD: previews score intermediates (x0 predictions, references), and finals with TAESD for all."""
+        return TAESD if self.preview is not None and (self.preview_finals or not final) else VAE
+
+    def decode(self, latents: torch.Tensor, ids: Sequence[int]) -> torch.Tensor:
+        """Full VAE decode of candidates `ids`' user-space latents; NaN is blamed on the model or the VAE."""
+        self._check_finite(latents, ids)
         images = self.vae.decode(latents)
         if images.ndim == 5:
             if images.shape[1] != 1:
@@ -38,16 +49,64 @@ class Scorer:
                                  f"scores single images, not videos")
             images = images[:, 0]
         images = images.to("cpu", torch.float32)
-        bad = [c.id for c, image in zip(batch, images) if torch.isnan(image).any()]
+        bad = [i for i, image in zip(ids, images) if torch.isnan(image).any()]
         if bad:
             raise ValueError(f"{self.node}: the VAE decoded NaN pixels for candidate(s) {bad} from finite latents: "
                              f"the VAE overflows in half precision; start ComfyUI with --fp32-vae (or --cpu-vae), "
                              f"or use a VAE fixed for fp16")
         return images
 
-    def score(self, images: torch.Tensor, references: Optional[torch.Tensor]):
+    def decode_preview(self, model_latents: torch.Tensor, ids: Sequence[int]) -> torch.Tensor:
+        """TAESD decode of model-space latents, left on the decoder's device for the verifier."""
+        self._check_finite(model_latents, ids)
+        images = self.preview(model_latents)
+        bad = [i for i, image in zip(ids, images) if torch.isnan(image).any()]
+        if bad:
+            raise ValueError(f"{self.node}: the preview decoder {self.preview.name} decoded NaN pixels for "
+                             f"candidate(s) {bad}: set scoring_decode to 'full VAE'")
+        return images
+
+    def _check_finite(self, latents: torch.Tensor, ids: Sequence[int]) -> None:
+        bad = [i for i, row in zip(ids, latents) if not torch.isfinite(row).all()]
+        if bad:
+            raise ValueError(f"{self.node}: the model produced NaN or infinite latents for candidate(s) {bad}: the "
+                             f"diffusion model overflows in its dtype; try a different model dtype (e.g. ComfyUI's "
+                             f"--force-fp32 or --bf16-unet) or a lower cfg")
+
+    def score(self, images: torch.Tensor, references: Optional[torch.Tensor], batch: Sequence[Candidate]):
+        """Verifier scores (and member scores) of `images`; a grader's unparsable answer names the candidate."""
         self.handle.load()
         verifier = self.handle.verifier
-        scores = verifier.score(images, self.prompt, references)
+        try:
+            scores = verifier.score(images, self.prompt, references)
+        except UnparsedAnswer as e:
+            raise ValueError(f"{self.node}: candidate {batch[e.index].id}: {e}") from e
         members = verifier.member_scores()
         return (scores, members) if members else scores
+
+    def keep_final(self, batch: Sequence[Candidate], latents: torch.Tensor, images: torch.Tensor,
+                   scores: torch.Tensor, full: bool) -> None:
+        """Store every final's latent and thumbnail; keep full images (`full`: VAE-decoded) of the `keep` best."""
+        latents = latents.detach().to("cpu")
+        for c, latent, thumb, image, s in zip(batch, latents, make_thumbs(images), images, scores.tolist()):
+            self.latents[c.id] = latent.clone()
+            self.thumbs[c.id] = thumb.clone()
+            if full:
+                self.images[c.id] = image.detach().to("cpu", copy=True)
+                self.ranks[c.id] = s
+        while len(self.images) > self.keep:
+            worst = min(self.ranks, key=lambda i: (self.ranks[i], -i))
+            del self.images[worst], self.ranks[worst]
+
+    def finish(self, result: SearchResult) -> None:
+        """Full images for the winner and the top_k exactly: the missing ones decoded by the VAE, the others dropped."""
+        wanted = list(dict.fromkeys([result.best_id, *result.topk_ids]))
+        missing = [i for i in wanted if i not in self.images]
+        if missing:
+            self.images.update(zip(missing, self.decode(torch.stack([self.latents[i] for i in missing]), missing)))
+        self.images = {i: self.images[i] for i in wanted}
+        self.ranks = {}
+
+    def full_decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """What the report decodes a picked candidate with: the VAE, as every output."""
+        return self.decode(latents, [-1] * latents.shape[0])

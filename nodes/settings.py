@@ -11,6 +11,7 @@ import torch
 from comfy_api.latest import io
 
 from ..search import ALGORITHMS, BudgetError, SettingError, check_stop_score, estimate_nfe
+from .preview_decode import FULL, SCORING_DECODES
 from .types import SearchReportType, VerifierType
 
 ALGORITHM_NAMES = list(ALGORITHMS)
@@ -113,6 +114,12 @@ def _search_inputs() -> list:
         io.Float.Input("stop_score", default=0.0, min=-1e9, max=1e9, step=0.01, round=0.0001, optional=True,
                        tooltip="early_exit only: the verifier score that is good enough, on the verifier's own scale "
                                "(e.g. CLIPScore 30, aesthetic 6.5)."),
+        io.Combo.Input("scoring_decode", options=list(SCORING_DECODES), default=FULL, optional=True,
+                       tooltip="What decodes candidates for the verifier. full VAE: everything. TAESD for x0 "
+                               "previews: the x0 predictions paths/smc score mid-trajectory and self-similarity's "
+                               "reference go through ComfyUI's TAESD preview decoder (models/vae_approx), finished "
+                               "candidates through the VAE. TAESD for all: every score through TAESD. Output images "
+                               "are always decoded by the VAE."),
     ]
 
 
@@ -224,6 +231,7 @@ class SearchSettings:
     evo_mutation: float = _default("evolution", "mutation")
     early_exit: bool = False
     stop_score: float = 0.0
+    scoring_decode: str = FULL
 
     def error(self, message: str) -> ValueError:
         return ValueError(f"{self.node}: {message}")

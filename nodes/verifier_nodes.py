@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -14,8 +15,9 @@ from comfy_api.latest import io
 
 from ..verifiers.base import VerifierError
 from ..verifiers.ensemble import MODES, Ensemble
+from ..verifiers.grading import MODES as GRADER_MODES
 from ..verifiers.loading import KNOWN_MODELS, set_model_dirs
-from ..verifiers.registry import KINDS, describe, load_verifier
+from ..verifiers.registry import KINDS, describe, kind_info, load_verifier
 from .types import LoadedVerifier, VerifierType, VerifierWeights
 
 CATEGORY = "sampling/noise search"
@@ -55,8 +57,8 @@ def local_models() -> list[str]:
 
 
 def model_options() -> list[str]:
-    known = [m.name for m in KNOWN_MODELS if m.verifier != "pickscore_processor"]
-    known += [describe(kind)["default_model"] for kind in KINDS]
+    known = [m.name for m in KNOWN_MODELS if m.verifier not in ("pickscore_processor", "image_reward_tokenizer")]
+    known += [describe(kind)["default_model"] for kind in KINDS if not kind_info(kind).remote]
     return list(dict.fromkeys(local_models() + known))
 
 
@@ -80,11 +82,41 @@ def pick_dtype(dtype: str, load_device: torch.device) -> torch.dtype:
     return torch.float16
 
 
-def verifier_options(kind: str, labels: str, target: str) -> dict:
-    """The labels/target inputs as loader options, refusing ones this kind does not take or misses."""
+# inputs added after v0.1 (optional, shown only for the kinds that read them) -> the loader option each sets
+GRADER_INPUTS = {"grader_mode": "mode", "aspects": "aspects", "base_url": "base_url", "api_model": "model",
+                 "api_key_env": "api_key_env", "concurrency": "concurrency", "timeout_s": "timeout",
+                 "retries": "retries"}
+
+
+def kinds_reading(option: str) -> list[str]:
+    """The kinds whose loader takes `option` (the `model` argument counts for remote kinds only)."""
+    if option == "model":
+        return [k for k in KINDS if kind_info(k).remote]
+    return [k for k in KINDS if option in describe(k)["options"]]
+
+
+def grader_options(kind: str, given: dict) -> dict:
+    """The grader inputs this kind reads, as loader options; empty text means the loader's default. The others
+    are ignored (they stay hidden while this kind is chosen)."""
+    options = {}
+    for name, option in GRADER_INPUTS.items():
+        value = given.get(name)
+        if kind not in kinds_reading(option) or value is None:
+            continue
+        if isinstance(value, str):
+            value = value.strip()
+            if not value:
+                continue
+        options[option] = value
+    return options
+
+
+def verifier_options(kind: str, labels: str, target: str, grader: Optional[dict] = None) -> dict:
+    """The labels/target inputs (and the grader inputs' options) as loader options, refusing ones this kind does
+    not take or misses."""
     info = describe(kind)
     given = {"labels": labels.strip(), "target": target.strip()}
-    options = {}
+    options = dict(grader or {})
     for name, value in given.items():
         if value and name not in info["options"]:
             raise ValueError(f"Load Verifier: kind '{kind}' takes no {name}: clear the {name} input "
@@ -104,6 +136,10 @@ class NoiseSearchVerifierLoader(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         options = model_options()
         kinds = "; ".join(f"{k}: {describe(k)['summary']}" for k in KINDS)
+        model = io.Combo.Input("model", options=options, default=describe(KINDS[0])["default_model"],
+                               tooltip="A file or folder under models/verifiers, or a known model id (found in the "
+                                       "Hugging Face cache, or downloaded with allow_download).")
+        model.extra_dict["noise_search_for"] = [k for k in KINDS if not kind_info(k).remote]
         return io.Schema(
             node_id="NoiseSearchVerifierLoader",
             display_name="Load Verifier",
@@ -113,9 +149,7 @@ class NoiseSearchVerifierLoader(io.ComfyNode):
                         "downloaded unless allow_download is on.",
             inputs=[
                 io.Combo.Input("kind", options=list(KINDS), default=KINDS[0], tooltip=f"What to score. {kinds}"),
-                io.Combo.Input("model", options=options, default=describe(KINDS[0])["default_model"],
-                               tooltip="A file or folder under models/verifiers, or a known model id (found in the "
-                                       "Hugging Face cache, or downloaded with allow_download)."),
+                model,
                 io.Combo.Input("device", options=["auto", "cpu", "gpu"], default="auto",
                                tooltip="auto: ComfyUI's device, offloaded when idle. cpu: always on the CPU."),
                 io.Combo.Input("dtype", options=["auto", "fp32", "fp16", "bf16"], default="auto",
@@ -126,14 +160,19 @@ class NoiseSearchVerifierLoader(io.ComfyNode):
                                 tooltip="clip_zero_shot only: class names, one per line or comma-separated."),
                 io.String.Input("target", default="",
                                 tooltip="clip_zero_shot / dino_classifier: the class to reward (label text or index)."),
+                *grader_inputs(),
             ],
             outputs=[VerifierType.Output("verifier", display_name="verifier")],
         )
 
     @classmethod
-    def execute(cls, kind, model, device, dtype, allow_download, labels, target) -> io.NodeOutput:
+    def execute(cls, kind, model, device, dtype, allow_download, labels, target, **grader) -> io.NodeOutput:
         verifier_dirs()
-        options = verifier_options(kind, labels, target)
+        options = verifier_options(kind, labels, target, grader_options(kind, grader))
+        model = options.pop("model", model)
+        if kind_info(kind).remote and not model:
+            raise ValueError(f"Load Verifier: kind '{kind}' needs the api_model input: the model name the server "
+                             f"at base_url serves")
         load_device, offload_device = devices(device)
         torch_dtype = pick_dtype(dtype, load_device)
         try:
@@ -144,6 +183,38 @@ class NoiseSearchVerifierLoader(io.ComfyNode):
         patcher = comfy.model_patcher.ModelPatcher(VerifierWeights(verifier.model), load_device=load_device,
                                                    offload_device=offload_device)
         return io.NodeOutput(LoadedVerifier(verifier=verifier, patchers=[patcher], label=verifier.name))
+
+
+def grader_inputs() -> list:
+    """Optional inputs of the grader kinds, after every v0.1 input; each carries the kinds that read it."""
+    inputs = [
+        io.Combo.Input("grader_mode", options=list(GRADER_MODES), default=GRADER_MODES[0], optional=True,
+                       tooltip="vlm_grader / api_grader: vqascore = the probability the model answers Yes to 'does "
+                               "this image show the prompt?' (Lin et al. 2024; one forward pass). aspects = the "
+                               "paper's grader: 0-10 ratings of named aspects, their mean is the score."),
+        io.String.Input("aspects", multiline=True, default="", optional=True,
+                        tooltip="aspects mode: the aspects to rate, one per line or comma-separated; empty = the "
+                                "paper's five (accuracy to prompt, creativity and originality, visual quality and "
+                                "realism, consistency and cohesion, emotional or thematic resonance)."),
+        io.String.Input("base_url", default="", optional=True,
+                        tooltip="api_grader: the OpenAI-compatible server, e.g. http://127.0.0.1:11434/v1 (Ollama), "
+                                "http://127.0.0.1:1234/v1 (LM Studio), http://127.0.0.1:8000/v1 (vLLM). Images go to "
+                                "this URL only; nothing is sent while it is empty."),
+        io.String.Input("api_model", default="", optional=True,
+                        tooltip="api_grader: the model name the server serves (e.g. qwen2.5vl:7b)."),
+        io.String.Input("api_key_env", default="", optional=True,
+                        tooltip="api_grader: the NAME of the environment variable that holds the API key (the key "
+                                "never enters the workflow); empty = no key (local servers)."),
+        io.Int.Input("concurrency", default=4, min=1, max=64, optional=True,
+                     tooltip="api_grader: requests in flight at once."),
+        io.Float.Input("timeout_s", default=120.0, min=1.0, max=3600.0, step=1.0, optional=True,
+                       tooltip="api_grader: seconds to wait for one answer."),
+        io.Int.Input("retries", default=2, min=0, max=10, optional=True,
+                     tooltip="api_grader: retries of a failed request (timeouts, 429, 5xx), with backoff."),
+    ]
+    for inp in inputs:
+        inp.extra_dict["noise_search_for"] = kinds_reading(GRADER_INPUTS[inp.id])
+    return inputs
 
 
 def parse_weights(text: str, count: int):

@@ -16,10 +16,9 @@ from comfy.cli_args import args
 from comfy_api.latest import io
 
 from ..report import SearchReport
-from ..report.render import final_ids, pick_ids, render_report, thumbnail
+from ..report.render import final_ids, pick_ids, render_report
 from .types import SearchReportType
 
-THUMB_SIZE = 192
 CHART_WIDTH = 1024
 
 
@@ -27,11 +26,6 @@ def _save_png(image: Image.Image, name: str, pnginfo: PngInfo | None = None) -> 
     """Write into ComfyUI's temp folder; return the {filename, subfolder, type} entry `/view` serves."""
     image.save(os.path.join(folder_paths.get_temp_directory(), name), pnginfo=pnginfo, compress_level=1)
     return {"filename": name, "subfolder": "", "type": "temp"}
-
-
-def _thumb(image: torch.Tensor) -> Image.Image:
-    """Gallery thumbnail: at most THUMB_SIZE on the longer side, never enlarged."""
-    return thumbnail(image, min(THUMB_SIZE, max(image.shape[0], image.shape[1])))
 
 
 def pick_warning(cli_args) -> str:
@@ -97,18 +91,14 @@ class NoiseSearchScoreViewer(io.ComfyNode):
             raise TypeError(f"'report' must be the SEARCH_REPORT output of a Noise Search sampler, "
                             f"got {type(report).__name__}")
         picked = pick_ids(report, pick)
-        for i, cid in enumerate(picked):
-            if cid not in report.latents[i] or cid not in report.images[i]:
-                raise ValueError(f"the report stores no latent/image for candidate {cid} of batch item {i}; "
-                                 f"stored ids: {sorted(report.latents[i])}")
+        image = torch.stack([report.image(i, cid) for i, cid in enumerate(picked)])
         latent = torch.stack([report.latents[i][cid] for i, cid in enumerate(picked)])
-        image = torch.stack([report.images[i][cid] for i, cid in enumerate(picked)])
         chart = render_report(report, width=CHART_WIDTH, picked=picked)
 
         token = secrets.token_hex(4)
         thumbs = [
-            {str(cid): _save_png(_thumb(report.images[i][cid]), f"noise_search_{token}_{i}_{cid}.png")
-             for cid in final_ids(report, i) if cid in report.images[i]}
+            {str(cid): _save_png(Image.fromarray(small.numpy()), f"noise_search_{token}_{i}_{cid}.png")
+             for cid in final_ids(report, i) if (small := report.thumb(i, cid)) is not None}
             for i in range(len(report.results))
         ]
         data = report.to_dict()

@@ -76,12 +76,14 @@ def pick_ids(report: SearchReport, pick: int) -> list[int]:
 
 
 def _to_pil(image: torch.Tensor) -> Image.Image:
+    if image.dtype == torch.uint8:
+        return Image.fromarray(image.cpu().numpy()[..., :3], "RGB")
     arr = (image.detach().float().cpu().clamp(0, 1).numpy() * 255.0).round().astype(np.uint8)
     return Image.fromarray(arr[..., :3], "RGB")
 
 
 def thumbnail(image: torch.Tensor, size: int) -> Image.Image:
-    """`[H, W, 3]` image in 0..1 -> RGB PIL image whose longer side is `size` (bilinear, deterministic)."""
+    """`[H, W, 3]` image (0..1 floats or uint8) -> RGB PIL image whose longer side is `size` (bilinear)."""
     img = _to_pil(image)
     scale = size / max(img.width, img.height)
     return img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.BILINEAR)
@@ -119,13 +121,13 @@ def _draw_gallery(img, draw, report, item, x0, y0, width, t, picked) -> int:
     cell_h = THUMB + 14 + 15 * lines
     draw.text((x0, y0), f"Final candidates ({len(cands)}), best first", font=f, fill=t["fg"])
     y = y0 + 22
-    images = report.images[item] if item < len(report.images) else {}
     shown = cands[: GALLERY_ROWS * cols]
     for k, c in enumerate(shown):
         cx, cy = x0 + (k % cols) * (cell_w + 8), y + (k // cols) * cell_h
         draw.rectangle((cx, cy, cx + cell_w - 1, cy + cell_h - 5), fill=t["panel"])
-        if c.id in images:
-            th = thumbnail(images[c.id], THUMB)
+        small = report.thumb(item, c.id)
+        if small is not None:
+            th = thumbnail(small, THUMB)
             img.paste(th, (cx + 4 + (THUMB - th.width) // 2, cy + 4 + (THUMB - th.height) // 2))
         ring = t["best"] if c.id == result.best_id else t["pick"] if c.id == picked else None
         if ring is not None:

@@ -3,13 +3,36 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
+
+import torch
+
+THUMB_SIZE = 192  # longer side of the thumbnail kept for every final candidate
+
+
+def make_thumbs(images: torch.Tensor) -> torch.Tensor:
+    """Images `[B, H, W, 3]` in 0..1 (any device) -> uint8 `[B, h, w, 3]` on the CPU, at most THUMB_SIZE on the longer
+    side (bilinear, antialiased): one resize and one host copy for the whole batch."""
+    h, w = images.shape[1:3]
+    scale = min(1.0, THUMB_SIZE / max(h, w))
+    x = images[..., :3].movedim(-1, 1).float()
+    if scale < 1.0:
+        size = (max(1, round(h * scale)), max(1, round(w * scale)))
+        x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+    return (x.movedim(1, -1).clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+
+
+def make_thumb(image: torch.Tensor) -> torch.Tensor:
+    """One `[H, W, 3]` image -> its uint8 thumbnail (see make_thumbs)."""
+    return make_thumbs(image.unsqueeze(0))[0]
 
 
 @dataclass
 class SearchReport:
-    """One search per latent batch item. `images`/`latents` hold final candidates by id (CPU tensors):
-    images `[H, W, 3]` in 0..1, latents `[*shape]`; intermediate (Paths) candidates have neither."""
+    """One search per latent batch item; per item, by final candidate id (CPU tensors): every latent `[*shape]`,
+    every thumbnail (uint8 `[h, w, 3]`, see make_thumb) and the full images `[H, W, 3]` in 0..1 of the best and
+    the top_k only. `decode` turns latents `[K, *shape]` into full images, so any other candidate is decoded when
+    picked. Intermediate (Paths) candidates have none of these."""
 
     results: list  # list[SearchResult], one per latent batch item
     verifier: str
@@ -19,6 +42,29 @@ class SearchReport:
     images: list = field(default_factory=list)  # per item: dict[int, Tensor]
     latents: list = field(default_factory=list)  # per item: dict[int, Tensor]
     notes: list = field(default_factory=list)  # facts about the whole run (each item's own are in its result)
+    thumbs: list = field(default_factory=list)  # per item: dict[int, uint8 Tensor]
+    decode: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
+
+    def image(self, item: int, cid: int) -> torch.Tensor:
+        """Candidate `cid`'s full image: the stored one, else its latent decoded now."""
+        stored = self.images[item].get(cid) if item < len(self.images) else None
+        if stored is not None:
+            return stored
+        if item >= len(self.latents) or cid not in self.latents[item]:
+            stored_ids = sorted(self.latents[item]) if item < len(self.latents) else []
+            raise ValueError(f"the report stores no latent for candidate {cid} of batch item {item}; stored ids: "
+                             f"{stored_ids}")
+        if self.decode is None:
+            raise ValueError(f"candidate {cid} of batch item {item} has no stored image and the report has no decoder")
+        return self.decode(self.latents[item][cid].unsqueeze(0))[0]
+
+    def thumb(self, item: int, cid: int) -> Optional[torch.Tensor]:
+        """Candidate `cid`'s thumbnail (uint8), made from its full image when only that is stored."""
+        thumbs = self.thumbs[item] if item < len(self.thumbs) else {}
+        if cid in thumbs:
+            return thumbs[cid]
+        images = self.images[item] if item < len(self.images) else {}
+        return make_thumb(images[cid]) if cid in images else None
 
     def all_notes(self) -> list[str]:
         """Every note of the run, the run's first, then each item's (labelled when there are several items)."""

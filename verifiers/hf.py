@@ -54,11 +54,13 @@ def weights_file(folder: Path, verifier: str, source: str) -> Path:
     return path
 
 
-def load_model(cls: Any, folder: Path, weights: Path, verifier: str, source: str, **kwargs) -> torch.nn.Module:
-    """`cls.from_pretrained` in float32 and eval mode; a tensor missing from `weights` or shaped unlike config.json
-    is an error, where transformers would initialise it at random."""
+def load_model(cls: Any, folder: Path, weights: Path, verifier: str, source: str, dtype: Any = torch.float32,
+               **kwargs) -> torch.nn.Module:
+    """`cls.from_pretrained` in eval mode, in float32 or `dtype` ("auto": the checkpoint's own, so a large model is
+    not upcast in memory); a tensor missing from `weights` or shaped unlike config.json is an error, where
+    transformers would initialise it at random."""
     model, info = cls.from_pretrained(str(folder), local_files_only=True, output_loading_info=True,
-                                      ignore_mismatched_sizes=True, **kwargs)
+                                      ignore_mismatched_sizes=True, dtype=dtype, **kwargs)
     misshapen = sorted(info.get("mismatched_keys") or [], key=lambda k: k[0])
     missing = sorted(info.get("missing_keys") or [])
     if misshapen:
@@ -72,7 +74,7 @@ def load_model(cls: Any, folder: Path, weights: Path, verifier: str, source: str
         raise VerifierError(f"verifier '{verifier}': {weights} lacks {len(missing)} weights of {cls.__name__} "
                             f"({', '.join(missing[:5])}{more}); it holds another model than {folder / 'config.json'} "
                             f"describes. Re-download the folder from {source}")
-    return model.float().eval()
+    return (model.float() if dtype == torch.float32 else model).eval()
 
 
 def image_preprocess(folder: Path, verifier: str, source: str,

@@ -44,6 +44,8 @@ _HF_CLIP_FILES = ("config.json", "model.safetensors", "vocab.json", "merges.txt"
                   "tokenizer_config.json", "special_tokens_map.json", "preprocessor_config.json")
 _HF_PROCESSOR_FILES = ("preprocessor_config.json", "vocab.json", "merges.txt", "tokenizer.json",
                        "tokenizer_config.json", "special_tokens_map.json")
+_HF_VLM_FILES = ("config.json", "generation_config.json", "preprocessor_config.json", "chat_template.json",
+                 "tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt")
 
 KNOWN_MODELS: tuple[KnownModel, ...] = (
     KnownModel("openai/clip-vit-large-patch14", "clip_score", _HF_CLIP_FILES, "1.7 GB", "MIT",
@@ -81,6 +83,20 @@ KNOWN_MODELS: tuple[KnownModel, ...] = (
     KnownModel("google/siglip-base-patch16-224", "self_similarity",
                ("config.json", "preprocessor_config.json", "model.safetensors"), "813 MB", "Apache-2.0",
                "https://huggingface.co/google/siglip-base-patch16-224", note="only the vision tower is used"),
+    KnownModel("THUDM/ImageReward", "image_reward", ("ImageReward.pt", "med_config.json"), "1.8 GB", "Apache-2.0",
+               "https://huggingface.co/THUDM/ImageReward",
+               note="also needs the bert-base-uncased tokenizer (option tokenizer)"),
+    KnownModel("bert-base-uncased", "image_reward_tokenizer", ("vocab.txt", "tokenizer.json", "tokenizer_config.json"),
+               "0.7 MB", "Apache-2.0", "https://huggingface.co/google-bert/bert-base-uncased",
+               note="tokenizer only, for ImageReward"),
+    KnownModel("Qwen/Qwen2.5-VL-3B-Instruct", "vlm_grader",
+               (*_HF_VLM_FILES, "model.safetensors.index.json", "model-00001-of-00002.safetensors",
+                "model-00002-of-00002.safetensors"), "7.5 GB", "Qwen Research License (non-commercial use)",
+               "https://huggingface.co/Qwen/Qwen2.5-VL-3B-Instruct"),
+    KnownModel("HuggingFaceTB/SmolVLM-256M-Instruct", "vlm_grader",
+               (*_HF_VLM_FILES, "processor_config.json", "added_tokens.json", "special_tokens_map.json",
+                "model.safetensors"), "513 MB", "Apache-2.0",
+               "https://huggingface.co/HuggingFaceTB/SmolVLM-256M-Instruct"),
 )
 
 

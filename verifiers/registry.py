@@ -27,11 +27,12 @@ class KindInfo:
     required_options: tuple = ()
     options: dict = field(default_factory=dict)
     reference_sigma: Optional[float] = None
+    remote: bool = False  # `model` names what a server serves, not a file or folder
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "needs": sorted(self.needs), "required_options": list(self.required_options),
                 "options": dict(self.options), "default_model": self.default_model, "summary": self.summary,
-                "reference_sigma": self.reference_sigma}
+                "reference_sigma": self.reference_sigma, "remote": self.remote}
 
 
 _BATCH = {"batch_size": "images per model call"}
@@ -62,6 +63,28 @@ _INFO = (
              frozenset({"reference"}),
              options={"backbone": "auto, clip, dinov2 or siglip", "arch": "open_clip architecture", **_BATCH},
              reference_sigma=0.4),
+    KindInfo("image_reward", "image_reward", "load_image_reward", "THUDM/ImageReward",
+             "ImageReward: BLIP reward model of human preference, prompt cross-attending to the image (about -2..2)",
+             frozenset({"prompt"}),
+             options={"tokenizer": "folder or repo with the bert-base-uncased tokenizer (vocab.txt)", **_BATCH}),
+    KindInfo("vlm_grader", "vlm", "load_vlm_grader", "Qwen/Qwen2.5-VL-3B-Instruct",
+             "Vision-language grader (any transformers image-text-to-text chat model): VQAScore, P(\"Yes\") to "
+             "\"Does this figure show the prompt?\" (0..1), or the paper's 0-10 ratings of named aspects, averaged",
+             frozenset({"prompt"}),
+             options={"mode": "vqascore (Lin et al. 2024) or aspects (the paper's grader)",
+                      "aspects": "aspects mode: comma- or newline-separated aspect names (empty: the paper's five)",
+                      "max_new_tokens": "aspects mode: longest answer, in tokens (default 128)",
+                      "processor": "folder with the tokenizer, image processor and chat template, if not the "
+                                   "model's own", **_BATCH}),
+    KindInfo("api_grader", "api_grader", "load_api_grader", "",
+             "Remote vision-language grader over an OpenAI-compatible chat API (Ollama, LM Studio, vLLM, llama.cpp): "
+             "VQAScore P(Yes) from logprobs, or the mean 0-10 rating of named aspects; model = the server's model name",
+             frozenset({"prompt"}), ("base_url",),
+             {"base_url": "the server's OpenAI-compatible URL, e.g. http://localhost:11434/v1; images go nowhere else",
+              "api_key_env": "NAME of the environment variable holding the key (empty: no key)",
+              "mode": "vqascore (needs logprobs) or aspects", "aspects": "aspects mode: comma-separated names",
+              "concurrency": "requests in flight at once", "timeout": "seconds per request",
+              "retries": "retries after a timeout, 429 or 5xx, with exponential backoff"}, remote=True),
 )
 KINDS: tuple = tuple(info.kind for info in _INFO)
 _BY_KIND = {info.kind: info for info in _INFO}

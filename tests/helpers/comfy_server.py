@@ -23,6 +23,8 @@ from typing import Any, Optional
 
 import pytest
 
+from noise_search.verifiers.grading import ASPECTS
+
 from . import REPO_ROOT
 from .tiny_sd3 import FILENAME as TINY_SD3
 
@@ -259,21 +261,32 @@ def write_input_image(path: Path, size: int = 64) -> Path:
     return path
 
 
+GRADER_ANSWER = "".join(f"{aspect}: {rating}\n" for aspect, rating in zip(ASPECTS, (7, 5, 6, 8, 4)))
+
+
 def tiny_verifier_models(verifiers_dir: Path) -> dict[str, str]:
     """Tiny verifier models (tiny_models.py) saved under the names of the real defaults, so the
     Load Verifier dropdown values of the example workflows resolve to them through models/verifiers/.
 
     Returns {verifier kind: value for Load Verifier's `model`}.
     """
+    from . import tiny_image_reward as tir
     from . import tiny_models as tm
+    from . import tiny_vlm as tv
 
     verifiers_dir.mkdir(parents=True, exist_ok=True)
+    tir.make_image_reward(verifiers_dir / "ImageReward", seed=14)
+    tir.make_bert_tokenizer(verifiers_dir / "bert-base-uncased")
+    # the default grader answers every one of the paper's aspects under greedy decoding; SmolVLM is plain random
+    tv.make_tiny_vlm(verifiers_dir / "Qwen2.5-VL-3B-Instruct", "qwen2_5_vl", seed=15, answer=GRADER_ANSWER)
+    tv.make_tiny_vlm(verifiers_dir / "SmolVLM-256M-Instruct", "smolvlm", seed=16)
     tm.make_hf_clip(verifiers_dir / "clip-vit-large-patch14", seed=11)  # CLIPScore, zero-shot, aesthetic's CLIP
     tm.make_aesthetic_mlp(verifiers_dir / "sac+logos+ava1-l14-linearMSE.pth", input_dim=16, seed=12)
     tm.make_hf_clip(verifiers_dir / "PickScore_v1", seed=13, with_processor=False)  # PickScore_v1 ships no processor
     tm.make_hf_processor(verifiers_dir / "CLIP-ViT-H-14-laion2B-s32B-b79K")  # the processor PickScore borrows
     return {"clip_score": "openai/clip-vit-large-patch14", "clip_zero_shot": "openai/clip-vit-large-patch14",
-            "aesthetic": "sac+logos+ava1-l14-linearMSE.pth", "pickscore": "yuvalkirstain/PickScore_v1"}
+            "aesthetic": "sac+logos+ava1-l14-linearMSE.pth", "pickscore": "yuvalkirstain/PickScore_v1",
+            "image_reward": "THUDM/ImageReward", "vlm_grader": "Qwen/Qwen2.5-VL-3B-Instruct"}
 
 
 @dataclass

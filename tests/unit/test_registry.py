@@ -15,7 +15,8 @@ from noise_search.verifiers import registry
 from noise_search.verifiers.base import VerifierError
 from noise_search.verifiers.loading import set_model_dirs
 
-ALL_KINDS = ("clip_score", "aesthetic", "pickscore", "hpsv2", "clip_zero_shot", "dino_classifier", "self_similarity")
+ALL_KINDS = ("clip_score", "aesthetic", "pickscore", "hpsv2", "clip_zero_shot", "dino_classifier", "self_similarity",
+             "image_reward", "vlm_grader", "api_grader")
 
 
 def test_kinds_and_package_exports():

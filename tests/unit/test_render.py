@@ -10,6 +10,7 @@ import torch
 
 from noise_search.report import SearchReport
 from noise_search.report.render import LINEAGE_H, PAD, THEMES, THUMB, final_ids, pick_ids, ranked, render_report
+from noise_search.report.report import THUMB_SIZE, make_thumbs
 from noise_search.search import run_search
 from noise_search.tests.helpers.toys import Toy
 
@@ -154,3 +155,31 @@ def test_report_json_is_json_safe(reports):
         assert [c["id"] for c in item["candidates"]] == [c.id for c in report.results[0].candidates]
         assert item["best_id"] == report.results[0].best_id
         assert data["members"] == ["neg_dist", "mean"]
+
+
+def test_thumbnails_are_small_uint8_and_the_gallery_draws_them_without_full_images():
+    r = search("random")
+    full = make_report([r], size=400)
+    finals = final_ids(full, 0)
+    thumbs = SearchReport([r], "toy", images=[{}], latents=full.latents,
+                          thumbs=[{i: make_thumbs(full.images[0][i].unsqueeze(0))[0] for i in finals}])
+    small = thumbs.thumbs[0][finals[0]]
+    assert small.dtype == torch.uint8 and tuple(small.shape) == (THUMB_SIZE, THUMB_SIZE, 3)
+    assert torch.equal(small[0, 0], torch.tensor(color(finals[0]), dtype=torch.uint8))
+    drawn = render_report(thumbs)
+    assert all((pixels(drawn, color(i)).sum() > 0) for i in finals[:4])
+
+
+def test_a_candidate_without_a_stored_image_is_decoded_from_its_latent_when_picked():
+    r = search("random")
+    report = make_report([r])
+    kept = r.best_id
+    other = next(i for i in final_ids(report, 0) if i != kept)
+    report.images = [{kept: report.images[0][kept]}]
+    with pytest.raises(ValueError, match="no decoder"):
+        report.image(0, other)
+    report.decode = lambda latents: latents[:, :1].movedim(1, -1).expand(-1, -1, -1, 3) / 100
+    assert torch.equal(report.image(0, other), torch.full((3, 3, 3), other / 100))
+    assert report.image(0, kept) is report.images[0][kept]
+    with pytest.raises(ValueError, match="stores no latent for candidate 999"):
+        report.image(0, 999)
