@@ -1,7 +1,7 @@
 """Where a noise search's time and memory go: what it should spend is NFEs, everything else is overhead.
 
-    python benchmarks/overhead.py                  # full run (full_plan): about 10 h on 2 CPU cores, see below
-    python benchmarks/overhead.py --quick          # about 2 minutes on 2 cores (QUICK)
+    python benchmarks/overhead.py                  # full run (full_plan): a day on 2 CPU cores, see below
+    python benchmarks/overhead.py --quick          # 3 to 5 minutes on 2 cores (QUICK)
     python benchmarks/overhead.py --smoke          # under a minute: tiny models, for the tests (SMOKE)
     python benchmarks/overhead.py --json out.json  # also write the rows
     python benchmarks/overhead.py --decode "full VAE" --algorithms random paths --no-memory --steps 20 --size 512
@@ -13,19 +13,23 @@ ComfyUI's VAE class from a random AutoencoderKL state dict, and a clip_score ver
 as the hub ships it; ViT-B/32 in --quick) loaded through the pack's Load Verifier node. Conditioning is random of
 the real shape ([1, 77, 768] for SD1.5). The search runs through NoiseSearchSampler.execute (CFGGuider, the node's
 own code path) with the node's defaults (20 steps, cfg 8 (Flux 1), euler, simple, 4 candidates, batch_size auto,
-every algorithm's own defaults). Each process builds its models (and a random TAESD decoder in its base directory's
-models/vae_approx, where ComfyUI's previewer looks), then, in inference mode as ComfyUI runs a prompt, warms up (one
-stock step, one decode, one score), resets its RSS high-water mark and measures.
+every algorithm's own defaults), once per scoring_decode: "full VAE", "TAESD for x0 previews" (only what is scored
+before sigma 0 goes through TAESD: Paths and SMC) and "TAESD for all". Each process builds its models (and a random
+TAESD decoder in its base directory's models/vae_approx, where ComfyUI's previewer looks), then, in inference mode
+as ComfyUI runs a prompt, warms up (one stock step, one decode, one score), resets its RSS high-water mark and
+measures.
 
 Cost: the six algorithms at the node's defaults spend 1744 NFEs (random 80, zero_order 340, paths 500, smc 104,
-trust_region 400, evolution 320), the stock run 80; an SD1.5 CFG pair at 512 px takes 10-20 s on 2 CPU cores, and
-the memory row about 1 s per candidate there. --algorithms, --steps, --size and --no-memory cut it down.
+trust_region 400, evolution 320), three times over for the three decodes, the stock run 80; an SD1.5 CFG pair at
+512 px takes 10-20 s on 2 CPU cores, and the memory row about 1 s per candidate there. --algorithms, --decode,
+--steps, --size and --no-memory cut it down.
 
 Row values:
 - nfe: NFEs the search spent (a CFG pair is one; Heun would count 2 per step); checked equal to its plan.
 - seconds: wall time of the node's execute, CUDA synchronised.
-- model_share: time inside the diffusion model's forward (forward hooks); decode_share: the Scorer's decode (VAE
-  decode of candidates, NaN checks, copy to the CPU); verify_share: the Scorer's score (loading the verifier
+- model_share: time inside the diffusion model's forward (forward hooks); decode_share: the Scorer's decode and
+  decode_preview (VAE or TAESD decode of candidates, NaN checks, copy to the CPU; the winners' full VAE decode after
+  a TAESD search included); verify_share: the Scorer's score (loading the verifier
   through ComfyUI's model management, then scoring); other_share: the rest (noise, sampler arithmetic, search
   bookkeeping, reloading the diffusion model after scoring, outputs and report). The four sum to 1.
 - ratio_to_stock: seconds / stock seconds for the same NFEs. Stock is what a user without this pack runs: ComfyUI's
@@ -39,11 +43,13 @@ Row values:
   CLIP ViT-L/14 1.6 GiB, the VAE 0.3 GiB).
 
 The memory row is a Random search over 4096 candidates (the node's maximum) at full output resolution, 1024 px,
-1 step: every model is tiny so the images and latents the search keeps dominate. At 1024 px every real latent
-decoder costs half a TFLOP or more per image (hours for 4096 on a CPU), so the row uses ComfyUI's pixel-space
-classes: a small Chroma Radiance transformer and the pixel-space VAE (decode is free, and latents are full-size
-images, 12 MiB each in fp32), with the tests' tiny CLIP through the same loader. The target is < 4 GB of host RAM;
-a run that passes --rss-cap-mb (default 8192: the machine may be shared) is stopped and reported as aborted.
+1 step, full VAE decode: every model is tiny so what the search keeps per candidate dominates. With CUDA it is an
+SD1.5-class UNet (SD1.5's blocks at one level) with the real SD VAE: SD latents, 256 KiB each. At 1024 px every real
+latent decoder costs half a TFLOP or more per image (hours for 4096 on a CPU), so without CUDA the row uses ComfyUI's
+pixel-space classes instead: a small Chroma Radiance transformer and the pixel-space VAE (decode is free, but the
+latents are full-size images, 12 MiB each in fp32; --memory-model picks either). The tests' tiny CLIP scores, through
+the same loader. The target is < 4 GB of host RAM; a run that passes --rss-cap-mb (default 8192: the machine may be
+shared) is stopped and reported as aborted.
 
 JSON rows have exactly the keys in KEYS; `algorithm` is "<model>:<algorithm>" ("sd15:random", "sd15:stock",
 "memory:random"); an aborted row has null for what it did not measure.
@@ -66,8 +72,9 @@ WORKER = BENCH / "overhead_worker.py"
 KEYS = ("algorithm", "decode", "nfe", "seconds", "model_share", "decode_share", "verify_share", "other_share",
         "ratio_to_stock", "peak_rss_mb")
 ALGORITHMS = ("random", "zero_order", "paths", "smc", "trust_region", "evolution")
-DECODES = ("full VAE",)  # the sampler's scoring_decode values this script knows; the first is the node's default
-STOCK_DECODE = DECODES[0]  # a stock user decodes with the VAE
+FULL_VAE, TAESD_X0, TAESD_ALL = "full VAE", "TAESD for x0 previews", "TAESD for all"
+DECODES = (FULL_VAE, TAESD_X0, TAESD_ALL)  # the sampler's scoring_decode values; the first is its default
+STOCK_DECODE = FULL_VAE  # a stock user decodes with the VAE
 
 
 @dataclass(frozen=True)
@@ -91,23 +98,38 @@ class Config:
 @dataclass(frozen=True)
 class Plan:
     configs: tuple
-    algorithms: tuple
+    runs: tuple  # (algorithm, scoring decode) pairs searched on every config
     memory: Optional[Config]
 
 
+def every(algorithms: tuple, decodes: tuple) -> tuple:
+    return tuple((a, d) for a in algorithms for d in decodes)
+
+
+# the memory row's models: pixel-space Chroma Radiance (decodes for free; its latents are images) or the SD1.5-class
+# UNet at one level with the real SD VAE (latents 1/48 of the image; 4096 decodes at 1024 px need a GPU)
+MEMORY_MODELS = {"radiance": "tiny_radiance", "sd15": "tiny_sd15"}
+
+
+def memory_config(model: str, candidates: int, size: int = 1024) -> Config:
+    return Config(MEMORY_MODELS[model], size, 1, "tiny", settings={"candidates": candidates}, label="memory")
+
+
 def full_plan(cuda: bool) -> Plan:
-    """SD1.5 at 512 px (SDXL and Flux at 1024 px with CUDA), the node's defaults; the 4096-candidate memory row."""
+    """SD1.5 at 512 px (SDXL and Flux at 1024 px with CUDA), the node's defaults, every algorithm with every scoring
+    decode; the 4096-candidate memory row (SD latents with CUDA, pixel space without)."""
     configs = [Config("sd15", 512, 20, "vit-l-14")]
     if cuda:
         configs += [Config("sdxl", 1024, 20, "vit-l-14"), Config("flux", 1024, 20, "vit-l-14")]
-    memory = Config("tiny_radiance", 1024, 1, "tiny", settings={"candidates": 4096}, label="memory")
-    return Plan(tuple(configs), ALGORITHMS, memory)
+    return Plan(tuple(configs), every(ALGORITHMS, DECODES), memory_config("sd15" if cuda else "radiance", 4096))
 
 
-QUICK = Plan((Config("sd15", 128, 3, "vit-b-32", settings={"candidates": 2}),), ("random", "smc"),
-             Config("tiny_radiance", 1024, 1, "tiny", settings={"candidates": 24}, label="memory"))
-SMOKE = Plan((Config("tiny_sd15", 64, 2, "tiny", settings={"candidates": 3}),), ("random", "evolution"),
-             Config("tiny_radiance", 256, 1, "tiny", settings={"candidates": 6}, label="memory"))
+QUICK = Plan((Config("sd15", 128, 3, "vit-b-32", settings={"candidates": 2}),),
+             ((("random", FULL_VAE), ("random", TAESD_ALL), ("smc", FULL_VAE), ("smc", TAESD_X0))),
+             memory_config("radiance", 16))
+SMOKE = Plan((Config("tiny_sd15", 64, 2, "tiny", settings={"candidates": 3}),),
+             (("random", FULL_VAE), ("evolution", FULL_VAE), ("smc", TAESD_X0), ("random", TAESD_ALL)),
+             memory_config("radiance", 6, size=256))
 
 
 def run_worker(job: dict, comfyui: Path, timeout: Optional[float]) -> dict:
@@ -156,20 +178,19 @@ def check_nfe(result: dict, job: dict) -> None:
                            f"{result['nfe_planned']}")
 
 
-def measure(plan: Plan, decodes: tuple, comfyui: Path, cache: Path, rss_cap_mb: float,
-            timeout: Optional[float] = None, log=print) -> list[tuple[dict, dict]]:
-    """(row, worker result) for every row of the plan: per model each algorithm and decode, then its stock run;
+def measure(plan: Plan, comfyui: Path, cache: Path, rss_cap_mb: float, timeout: Optional[float] = None,
+            log=print) -> list[tuple[dict, dict]]:
+    """(row, worker result) for every row of the plan: per model each (algorithm, decode) run, then its stock run;
     then the memory row."""
     out = []
     for config in plan.configs:
         searched = []
-        for algorithm in plan.algorithms:
-            for decode in decodes:
-                job = job_for(config, "search", cache, comfyui, algorithm=algorithm, decode=decode)
-                log(f"  {config.name} {algorithm} ({decode}) ...")
-                result = run_worker(job, comfyui, timeout)
-                check_nfe(result, job)
-                searched.append((algorithm, decode, result))
+        for algorithm, decode in plan.runs:
+            job = job_for(config, "search", cache, comfyui, algorithm=algorithm, decode=decode)
+            log(f"  {config.name} {algorithm} ({decode}) ...")
+            result = run_worker(job, comfyui, timeout)
+            check_nfe(result, job)
+            searched.append((algorithm, decode, result))
         stocks = {}
         for b in sorted({r["rows"] for _, _, r in searched}):
             log(f"  {config.name} stock KSampler, batch {b} ...")
@@ -178,25 +199,25 @@ def measure(plan: Plan, decodes: tuple, comfyui: Path, cache: Path, rss_cap_mb: 
         out += [(make_row(f"{config.name}:stock", STOCK_DECODE, s, s), s) for s in stocks.values()]
     if plan.memory is not None:
         config = plan.memory
-        log(f"  memory: random over {config.settings['candidates']} candidates at {config.size} px ...")
-        job = job_for(config, "search", cache, comfyui, algorithm="random", decode=DECODES[0],
-                      rss_cap_mb=rss_cap_mb, stock_after=True)
+        log(f"  memory: random over {config.settings['candidates']} candidates at {config.size} px ({config.arch}) ...")
+        job = job_for(config, "search", cache, comfyui, algorithm="random", decode=FULL_VAE, rss_cap_mb=rss_cap_mb,
+                      stock_after=True)
         result = run_worker(job, comfyui, timeout)
         check_nfe(result, job)
-        out.append((make_row(f"{config.name}:random", DECODES[0], result, result.get("stock")), result))
+        out.append((make_row(f"{config.name}:random", FULL_VAE, result, result.get("stock")), result))
     return out
 
 
 def table(rows: list[dict]) -> str:
     """The rows as a fixed-width table (percentages for the shares)."""
     head = ("algorithm", "decode", "NFE", "seconds", "model", "decode", "verify", "other", "x stock", "peak RSS MB")
-    lines = ["  ".join(f"{h:>11}" if i > 1 else f"{h:<20}" for i, h in enumerate(head))]
+    lines = ["  ".join(f"{h:>11}" if i > 1 else f"{h:<22}" for i, h in enumerate(head))]
 
     def cell(value, fmt):
         return f"{'-':>11}" if value is None else f"{value:>11{fmt}}"
 
     for r in rows:
-        cells = [f"{r['algorithm']:<20}", f"{r['decode']:<20}", cell(r['nfe'], 'd'), cell(r['seconds'], '.1f')]
+        cells = [f"{r['algorithm']:<22}", f"{r['decode']:<22}", cell(r['nfe'], 'd'), cell(r['seconds'], '.1f')]
         cells += [cell(None if r[k] is None else 100 * r[k], ".1f") for k in KEYS[4:8]]
         cells += [cell(r["ratio_to_stock"], ".2f"), cell(r["peak_rss_mb"], ".0f")]
         if r["nfe"] is None:
@@ -214,15 +235,19 @@ def cuda_available() -> bool:
 def main(argv: Optional[list] = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="SD1.5 at 128 px, 3 steps, 2 candidates, random and smc, "
-                                                           "CLIP ViT-B/32; memory row with 24 candidates")
+    mode.add_argument("--quick", action="store_true", help="SD1.5 at 128 px, 3 steps, 2 candidates, CLIP ViT-B/32: "
+                                                           "random (full VAE, TAESD for all), smc (full VAE, TAESD "
+                                                           "for x0 previews); memory row with 16 candidates")
     mode.add_argument("--smoke", action="store_true", help="tiny models, seconds per row (for the tests)")
     parser.add_argument("--comfyui", type=Path, default=os.environ.get("COMFYUI_PATH"),
                         help="ComfyUI checkout (default: $COMFYUI_PATH)")
     parser.add_argument("--json", type=Path, help="write the rows to this file")
-    parser.add_argument("--decode", nargs="+", default=list(DECODES[:1]),
-                        help=f"scoring_decode values to run (known: {', '.join(DECODES)})")
-    parser.add_argument("--algorithms", nargs="+", choices=ALGORITHMS, help="instead of the plan's algorithms")
+    parser.add_argument("--decode", nargs="+", choices=DECODES,
+                        help="scoring_decode values (with --algorithms: every pair) instead of the plan's runs")
+    parser.add_argument("--algorithms", nargs="+", choices=ALGORITHMS,
+                        help="algorithms (with --decode: every pair) instead of the plan's runs")
+    parser.add_argument("--memory-model", choices=tuple(MEMORY_MODELS),
+                        help="the memory row's model instead of the plan's (sd15 needs a GPU to finish)")
     parser.add_argument("--size", type=int, help="image size in px of every model row instead of the plan's")
     parser.add_argument("--steps", type=int, help="steps of every model row instead of the plan's")
     parser.add_argument("--memory-candidates", type=int, help="candidates of the memory row instead of the plan's")
@@ -236,12 +261,15 @@ def main(argv: Optional[list] = None) -> list[dict]:
     if args.comfyui is None or not (args.comfyui / "main.py").is_file():
         parser.error("point --comfyui (or COMFYUI_PATH) at a ComfyUI checkout")
     plan = SMOKE if args.smoke else QUICK if args.quick else full_plan(cuda_available())
-    if args.algorithms:
-        plan = replace(plan, algorithms=tuple(args.algorithms))
+    if args.algorithms or args.decode:
+        algorithms = tuple(args.algorithms or dict.fromkeys(a for a, _ in plan.runs))
+        plan = replace(plan, runs=every(algorithms, tuple(args.decode or dict.fromkeys(d for _, d in plan.runs))))
     overrides = {k: v for k, v in (("size", args.size), ("steps", args.steps)) if v}
     plan = replace(plan, configs=tuple(replace(c, **overrides) for c in plan.configs))
-    if plan.memory is not None and args.memory_candidates:
-        plan = replace(plan, memory=replace(plan.memory, settings={"candidates": args.memory_candidates}))
+    if plan.memory is not None and (args.memory_candidates or args.memory_model):
+        candidates = args.memory_candidates or plan.memory.settings["candidates"]
+        model = args.memory_model or next(k for k, v in MEMORY_MODELS.items() if v == plan.memory.arch)
+        plan = replace(plan, memory=memory_config(model, candidates, plan.memory.size))
     if args.no_memory:
         plan = replace(plan, memory=None)
     if args.memory_only:
@@ -250,9 +278,9 @@ def main(argv: Optional[list] = None) -> list[dict]:
         cache = args.cache or Path(tmp)
         cache.mkdir(parents=True, exist_ok=True)
         print(f"plan: {', '.join(f'{c.name} {c.size}px {c.steps} steps {c.settings}' for c in plan.configs)}; "
-              f"algorithms {', '.join(plan.algorithms)}; decode {', '.join(args.decode)}; memory row "
-              f"{'none' if plan.memory is None else plan.memory.settings}", flush=True)
-        measured = measure(plan, tuple(args.decode), args.comfyui.resolve(), cache, args.rss_cap_mb, args.timeout)
+              f"runs {', '.join(f'{a} ({d})' for a, d in plan.runs) if plan.configs else 'none'}; memory row "
+              f"{'none' if plan.memory is None else (plan.memory.arch, plan.memory.settings)}", flush=True)
+        measured = measure(plan, args.comfyui.resolve(), cache, args.rss_cap_mb, args.timeout)
     for name, info in {row["algorithm"].split(":")[0]: info for row, info in measured}.items():
         print(f"{name}: device {info['device']}, model dtype {info['dtype']}, torch threads {info['threads']}")
     rows = [row for row, _ in measured]

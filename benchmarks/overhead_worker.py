@@ -168,6 +168,7 @@ class Bench:
         self.timers = Timers()
         self.timers.hook_model(self.model.model.diffusion_model)
         self.timers.wrap(Scorer, "decode", "decode")
+        self.timers.wrap(Scorer, "decode_preview", "decode")
         self.timers.wrap(Scorer, "score", "verify")
         self.batch: dict = {}
         auto_rows = guider_bridge.auto_rows
@@ -260,9 +261,13 @@ def measure(job: dict) -> dict:
 
 
 def check_decode(node: type, decode: str, default: str, settings: dict) -> None:
-    """Pass `scoring_decode` only where the node has that input (unknown inputs would be ignored silently)."""
-    inputs = {i.id for i in node.define_schema().inputs}
+    """Pass `scoring_decode` only where the node has that input and offers `decode` (unknown inputs and values
+    would be ignored silently)."""
+    inputs = {i.id: i for i in node.define_schema().inputs}
     if "scoring_decode" in inputs:
+        options = inputs["scoring_decode"].options
+        if decode not in options:
+            raise SystemExit(f"scoring_decode '{decode}' is not one of the sampler's: {options}")
         settings["scoring_decode"] = decode
     elif decode != default:
         raise SystemExit(f"this checkout's sampler has no scoring_decode input: only '{default}' can run")
