@@ -132,16 +132,21 @@ SMOKE = Plan((Config("tiny_sd15", 64, 2, "tiny", settings={"candidates": 3}),),
              memory_config("radiance", 6, size=256))
 
 
-def run_worker(job: dict, comfyui: Path, timeout: Optional[float]) -> dict:
-    """One configuration in a fresh process (cwd: the ComfyUI checkout); its RESULT line as a dict."""
+def run_worker(job: dict, comfyui: Path, timeout: Optional[float], log=print) -> dict:
+    """One configuration in a fresh process (cwd: the ComfyUI checkout); its RESULT line as a dict, or
+    {"failed": reason} (the worker's output tail goes to `log`) so one failing row never loses the others."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    proc = subprocess.run([sys.executable, str(WORKER), json.dumps(job)], cwd=comfyui, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    try:
+        proc = subprocess.run([sys.executable, str(WORKER), json.dumps(job)], cwd=comfyui, env=env,
+                              capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"failed": f"timed out after {timeout:.0f} s"}
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"worker failed ({proc.returncode}) for {job}:\n{proc.stdout[-2000:]}\n"
-                           f"{proc.stderr[-6000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
+    if proc.returncode == 0 and lines:
+        return json.loads(lines[-1][len("RESULT "):])
+    log(f"worker failed ({proc.returncode}) for {job}:\n{proc.stdout[-2000:]}\n{proc.stderr[-6000:]}")
+    errors = [line for line in proc.stderr.splitlines() if line.strip()]
+    return {"failed": errors[-1] if errors else f"worker exited {proc.returncode} without a result"}
 
 
 def job_for(config: Config, mode: str, cache: Path, comfyui: Path, **extra) -> dict:
@@ -158,69 +163,72 @@ def stock_seconds(stock: dict, nfe: int) -> float:
 
 
 def make_row(label: str, decode: str, result: dict, stock: Optional[dict]) -> dict:
-    """A JSON row (exactly KEYS) from a worker's result; null for what an aborted run did not measure."""
+    """A JSON row (exactly KEYS) from a worker's result; null for what a failed or aborted run did not measure."""
+    if "failed" in result:
+        return {**dict.fromkeys(KEYS), "algorithm": label, "decode": decode}
     if result.get("aborted"):
         return {**dict.fromkeys(KEYS), "algorithm": label, "decode": decode,
                 "peak_rss_mb": round(result["peak_rss_mb"], 1)}
     seconds = result["seconds"]
     parts = {k: result[f"{k}_s"] / seconds for k in ("model", "decode", "verify")}
     parts["other"] = 1.0 - sum(parts.values())
+    usable_stock = stock is not None and "failed" not in stock
     row = {"algorithm": label, "decode": decode, "nfe": int(result["nfe"]), "seconds": round(seconds, 3),
            **{f"{k}_share": round(v, 4) for k, v in parts.items()},
-           "ratio_to_stock": round(seconds / stock_seconds(stock, result["nfe"]), 3) if stock else None,
+           "ratio_to_stock": round(seconds / stock_seconds(stock, result["nfe"]), 3) if usable_stock else None,
            "peak_rss_mb": round(result["peak_rss_mb"], 1)}
     return {k: row[k] for k in KEYS}
 
 
-def check_nfe(result: dict, job: dict) -> None:
-    if not result.get("aborted") and result["nfe"] != result["nfe_planned"]:
-        raise RuntimeError(f"{job['arch']} {job.get('algorithm')}: spent {result['nfe']} NFEs, planned "
-                           f"{result['nfe_planned']}")
+def check_nfe(result: dict) -> dict:
+    """The result, or a failure where the search spent other NFEs than it planned."""
+    if "failed" in result or result.get("aborted") or result["nfe"] == result["nfe_planned"]:
+        return result
+    return {"failed": f"spent {result['nfe']} NFEs, planned {result['nfe_planned']}"}
 
 
 def measure(plan: Plan, comfyui: Path, cache: Path, rss_cap_mb: float, timeout: Optional[float] = None,
             log=print) -> list[tuple[dict, dict]]:
     """(row, worker result) for every row of the plan: per model each (algorithm, decode) run, then its stock run;
-    then the memory row."""
+    then the memory row. A failed run is a row of nulls whose result says why; the others still run."""
     out = []
     for config in plan.configs:
         searched = []
         for algorithm, decode in plan.runs:
             job = job_for(config, "search", cache, comfyui, algorithm=algorithm, decode=decode)
             log(f"  {config.name} {algorithm} ({decode}) ...")
-            result = run_worker(job, comfyui, timeout)
-            check_nfe(result, job)
-            searched.append((algorithm, decode, result))
+            searched.append((algorithm, decode, check_nfe(run_worker(job, comfyui, timeout, log))))
         stocks = {}
-        for b in sorted({r["rows"] for _, _, r in searched}):
+        for b in sorted({r["rows"] for _, _, r in searched if "rows" in r}):
             log(f"  {config.name} stock KSampler, batch {b} ...")
-            stocks[b] = run_worker(job_for(config, "stock", cache, comfyui, rows=b), comfyui, timeout)
-        out += [(make_row(f"{config.name}:{a}", d, r, stocks[r["rows"]]), r) for a, d, r in searched]
+            stocks[b] = run_worker(job_for(config, "stock", cache, comfyui, rows=b), comfyui, timeout, log)
+        out += [(make_row(f"{config.name}:{a}", d, r, stocks.get(r.get("rows"))), r) for a, d, r in searched]
         out += [(make_row(f"{config.name}:stock", STOCK_DECODE, s, s), s) for s in stocks.values()]
     if plan.memory is not None:
         config = plan.memory
         log(f"  memory: random over {config.settings['candidates']} candidates at {config.size} px ({config.arch}) ...")
         job = job_for(config, "search", cache, comfyui, algorithm="random", decode=FULL_VAE, rss_cap_mb=rss_cap_mb,
                       stock_after=True)
-        result = run_worker(job, comfyui, timeout)
-        check_nfe(result, job)
+        result = check_nfe(run_worker(job, comfyui, timeout, log))
         out.append((make_row(f"{config.name}:random", FULL_VAE, result, result.get("stock")), result))
     return out
 
 
-def table(rows: list[dict]) -> str:
-    """The rows as a fixed-width table (percentages for the shares)."""
+def table(measured: list[tuple[dict, dict]]) -> str:
+    """The rows as a fixed-width table (percentages for the shares), each failed or aborted row saying why."""
     head = ("algorithm", "decode", "NFE", "seconds", "model", "decode", "verify", "other", "x stock", "peak RSS MB")
     lines = ["  ".join(f"{h:>11}" if i > 1 else f"{h:<22}" for i, h in enumerate(head))]
 
     def cell(value, fmt):
         return f"{'-':>11}" if value is None else f"{value:>11{fmt}}"
 
-    for r in rows:
+    for r, result in measured:
         cells = [f"{r['algorithm']:<22}", f"{r['decode']:<22}", cell(r['nfe'], 'd'), cell(r['seconds'], '.1f')]
         cells += [cell(None if r[k] is None else 100 * r[k], ".1f") for k in KEYS[4:8]]
         cells += [cell(r["ratio_to_stock"], ".2f"), cell(r["peak_rss_mb"], ".0f")]
-        if r["nfe"] is None:
+        if "failed" in result:
+            cells.append(f"  FAILED: {result['failed']}")
+        elif result.get("aborted"):
             cells.append("  ABORTED: RSS passed the cap")
         lines.append("  ".join(cells))
     return "\n".join(lines)
@@ -281,12 +289,15 @@ def main(argv: Optional[list] = None) -> list[dict]:
               f"runs {', '.join(f'{a} ({d})' for a, d in plan.runs) if plan.configs else 'none'}; memory row "
               f"{'none' if plan.memory is None else (plan.memory.arch, plan.memory.settings)}", flush=True)
         measured = measure(plan, args.comfyui.resolve(), cache, args.rss_cap_mb, args.timeout)
-    for name, info in {row["algorithm"].split(":")[0]: info for row, info in measured}.items():
+    for name, info in {row["algorithm"].split(":")[0]: info for row, info in measured if "device" in info}.items():
         print(f"{name}: device {info['device']}, model dtype {info['dtype']}, torch threads {info['threads']}")
     rows = [row for row, _ in measured]
-    print(table(rows))
+    print(table(measured))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
+    failed = [row["algorithm"] + f" ({row['decode']})" for row, info in measured if "failed" in info]
+    if failed:
+        sys.exit(f"{len(failed)} of {len(rows)} rows failed: {', '.join(failed)} (their errors are above)")
     return rows
 
 
