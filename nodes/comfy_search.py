@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Optional, Sequence
 
@@ -9,8 +10,10 @@ import torch
 
 import comfy.model_management
 import comfy.utils
+import folder_paths
 
 from ..report import SearchReport
+from ..report.latents import RAM_BUDGET, LatentStore, spill_note
 from ..search.noise import candidate_seed
 from ..search.types import SearchResult
 from .checks import check_latent, check_model, check_sampler, check_verifier
@@ -47,10 +50,12 @@ def run_node_search(*, node: str, node_id: Optional[str], guider, sampler, sampl
                      f"by the VAE")
     pbar = comfy.utils.ProgressBar(planned * items)
     outs, results, scorers = [], [], []
+    spill_dir = folder_paths.get_temp_directory()
+    os.makedirs(spill_dir, exist_ok=True)
     for b in range(items):
         noise = ItemNoise(samples, b, seed, latent.get("batch_index"))
         scorer = Scorer(node, vae, verifier, prompt, keep=settings.top_k, preview=preview,
-                        preview_mode=settings.scoring_decode)
+                        preview_mode=settings.scoring_decode, latents=LatentStore(RAM_BUDGET // items, spill_dir))
         search = SearchSampler(sampler=sampler, algorithm=settings.algorithm, config=settings.config(),
                                noise=noise, cost=cost, scorer=scorer, batch_size=settings.batch_size,
                                progress=make_progress(pbar, planned * b, scorer, node_id, b, items))
@@ -67,6 +72,8 @@ def run_node_search(*, node: str, node_id: Optional[str], guider, sampler, sampl
     image = torch.stack([s.images[r.best_id] for s, r in zip(scorers, results)])
     top_k = stock_latent_out({k: v for k, v in latent.items() if k not in ("noise_mask", "batch_index")},
                              torch.stack([s.latents[i] for s, r in zip(scorers, results) for i in r.topk_ids]))
+    spilled = spill_note([s.latents for s in scorers], RAM_BUDGET)
+    notes += [spilled] if spilled else []
     ancestral = takes_noise_sampler(sampler.sampler_function)
     noise = winning_noise(settings.algorithm, results, seed, samples.dtype, ancestral)
     report = SearchReport(results=results, verifier=verifier.name, members=verifier.members, prompt=prompt,

@@ -1,6 +1,6 @@
 """Decoding and scoring candidates: the VAE (or a TAESD preview decoder) turns latents into images, the verifier
 scores them, and NaN is blamed on whichever of the model and the decoder produced it. Memory stays bounded: every
-final candidate keeps its latent and a thumbnail, full images only the best `keep`."""
+final candidate keeps its latent (RAM up to a budget, then disk) and a thumbnail, full images only the best `keep`."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Optional, Sequence
 
 import torch
 
+from ..report.latents import LatentStore
 from ..report.report import make_thumbs
 from ..search.types import Candidate, SearchResult
 from ..verifiers.grading import UnparsedAnswer
@@ -18,11 +19,12 @@ VAE, TAESD = "vae", "taesd"  # Candidate.decode: what made the image a candidate
 
 
 class Scorer:
-    """Decodes latents for the verifier and scores them; keeps every final's latent and thumbnail (CPU) and the full
-    images of the `keep` best scored so far."""
+    """Decodes latents for the verifier and scores them; keeps every final's latent (in `latents`) and thumbnail
+    (CPU) and the full images of the `keep` best scored so far."""
 
     def __init__(self, node: str, vae, handle: LoadedVerifier, prompt: Optional[str], keep: int = 1,
-                 preview: Optional[PreviewDecoder] = None, preview_mode: Optional[str] = None):
+                 preview: Optional[PreviewDecoder] = None, preview_mode: Optional[str] = None,
+                 latents: Optional[LatentStore] = None):
         self.node = node
         self.vae = vae
         self.handle = handle
@@ -33,7 +35,7 @@ class Scorer:
         self.images: dict = {}  # id -> full image, at most `keep` (plus the winners after finish)
         self.ranks: dict = {}  # id -> the batch score its image was kept by
         self.thumbs: dict = {}
-        self.latents: dict = {}
+        self.latents = LatentStore() if latents is None else latents
 
     def decoder_for(self, final: bool) -> str:
         """VAE or TAESD: previews score intermediates (x0 predictions, references), and finals with TAESD for all."""
@@ -89,7 +91,7 @@ class Scorer:
         """Store every final's latent and thumbnail; keep full images (`full`: VAE-decoded) of the `keep` best."""
         latents = latents.detach().to("cpu")
         for c, latent, thumb, image, s in zip(batch, latents, make_thumbs(images), images, scores.tolist()):
-            self.latents[c.id] = latent.clone()
+            self.latents.add(c.id, latent)
             self.thumbs[c.id] = thumb.clone()
             if full:
                 self.images[c.id] = image.detach().to("cpu", copy=True)

@@ -29,7 +29,8 @@ def make_thumb(image: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class SearchReport:
-    """One search per latent batch item; per item, by final candidate id (CPU tensors): every latent `[*shape]`,
+    """One search per latent batch item; per item, by final candidate id (CPU tensors): every latent `[*shape]` (a
+    LatentStore: RAM up to a budget, then a temporary file),
     every thumbnail (uint8 `[h, w, 3]`, see make_thumb) and the full images `[H, W, 3]` in 0..1 of the best and
     the top_k only. `decode` turns latents `[K, *shape]` into full images, so any other candidate is decoded when
     picked. Intermediate (Paths) candidates have none of these."""
@@ -40,7 +41,7 @@ class SearchReport:
     prompt: Optional[str] = None
     seconds: float = 0.0
     images: list = field(default_factory=list)  # per item: dict[int, Tensor]
-    latents: list = field(default_factory=list)  # per item: dict[int, Tensor]
+    latents: list = field(default_factory=list)  # per item: Mapping[int, Tensor] (LatentStore)
     notes: list = field(default_factory=list)  # facts about the whole run (each item's own are in its result)
     thumbs: list = field(default_factory=list)  # per item: dict[int, uint8 Tensor]
     decode: Optional[Callable[[torch.Tensor], torch.Tensor]] = None

@@ -86,6 +86,24 @@ out["full"] = {
     "pick_is_scored": max_diff(picked_image[0], seen[other]),
 }
 
+# a RAM budget of two latents: the same search keeps the other four in a temporary file, reads them back exactly
+import noise_search.nodes.comfy_search as comfy_search
+kept_before = {i: report.latents[0][i] for i in range(6)}
+comfy_search.RAM_BUDGET = 2 * 16 * 8 * 8 * 4
+try:
+    lat, image, top, noise, spilled = search(empty, 4, "euler", candidates=6, top_k=2)
+finally:
+    comfy_search.RAM_BUDGET = 1 << 30
+chart, spilled_latent, spilled_image = NoiseSearchScoreViewer.execute(spilled, other).args
+out["spill"] = {
+    "spilled": spilled.latents[0].spilled[0],
+    "same": max(max_diff(spilled.latents[0][i], kept_before[i]) for i in range(6)),
+    "pick_latent": max_diff(spilled_latent["samples"][0], picked_latent["samples"][0]),
+    "pick_image": max_diff(spilled_image[0], picked_image[0]),
+    "note": [n for n in spilled.all_notes() if "temporary file" in n],
+    "temp": folder_paths.get_temp_directory(),
+}
+
 class Grader(Brightness):
     def _score(self, images, prompt, references):
         raise UnparsedAnswer("grader", 1, "no idea", ["accuracy to prompt"])
@@ -125,6 +143,13 @@ def test_full_images_only_for_the_winners_and_any_other_is_decoded_on_pick(ran):
     assert r["latents"] == r["thumbs"] == list(range(6))
     assert r["image_is_scored"] == 0.0
     assert r["pick_decoded"] < 1e-6 and r["pick_latent"] == 0.0 and r["pick_is_scored"] < 1e-5
+
+
+def test_latents_beyond_the_ram_budget_go_to_a_temporary_file_and_are_picked_exactly(ran):
+    r = ran["spill"]
+    assert r["spilled"] == 4
+    assert r["same"] == 0.0 and r["pick_latent"] == 0.0 and r["pick_image"] == 0.0
+    assert len(r["note"]) == 1 and r["note"][0].startswith("4 of 6 final latents") and r["temp"] in r["note"][0]
 
 
 def test_an_unparsable_grader_answer_names_the_candidate(ran):
