@@ -256,6 +256,8 @@ def main(argv: Optional[list] = None) -> list[dict]:
                         help="algorithms (with --decode: every pair) instead of the plan's runs")
     parser.add_argument("--memory-model", choices=tuple(MEMORY_MODELS),
                         help="the memory row's model instead of the plan's (sd15 needs a GPU to finish)")
+    parser.add_argument("--models", nargs="+", choices=("sd15", "sdxl", "flux"),
+                        help="only these of the plan's models (sdxl and flux are planned only with CUDA)")
     parser.add_argument("--size", type=int, help="image size in px of every model row instead of the plan's")
     parser.add_argument("--steps", type=int, help="steps of every model row instead of the plan's")
     parser.add_argument("--memory-candidates", type=int, help="candidates of the memory row instead of the plan's")
@@ -272,6 +274,10 @@ def main(argv: Optional[list] = None) -> list[dict]:
     if args.algorithms or args.decode:
         algorithms = tuple(args.algorithms or dict.fromkeys(a for a, _ in plan.runs))
         plan = replace(plan, runs=every(algorithms, tuple(args.decode or dict.fromkeys(d for _, d in plan.runs))))
+    if args.models:
+        plan = replace(plan, configs=tuple(c for c in plan.configs if c.arch in args.models))
+        if not plan.configs:
+            parser.error(f"the plan has none of the models {args.models}")
     overrides = {k: v for k, v in (("size", args.size), ("steps", args.steps)) if v}
     plan = replace(plan, configs=tuple(replace(c, **overrides) for c in plan.configs))
     if plan.memory is not None and (args.memory_candidates or args.memory_model):
