@@ -261,6 +261,7 @@ def main(argv: Optional[list] = None) -> list[dict]:
     parser.add_argument("--size", type=int, help="image size in px of every model row instead of the plan's")
     parser.add_argument("--steps", type=int, help="steps of every model row instead of the plan's")
     parser.add_argument("--memory-candidates", type=int, help="candidates of the memory row instead of the plan's")
+    parser.add_argument("--memory-size", type=int, help="image size in px of the memory row instead of the plan's")
     memory = parser.add_mutually_exclusive_group()
     memory.add_argument("--no-memory", action="store_true", help="leave out the memory row")
     memory.add_argument("--memory-only", action="store_true", help="only the memory row")
@@ -280,10 +281,10 @@ def main(argv: Optional[list] = None) -> list[dict]:
             parser.error(f"the plan has none of the models {args.models}")
     overrides = {k: v for k, v in (("size", args.size), ("steps", args.steps)) if v}
     plan = replace(plan, configs=tuple(replace(c, **overrides) for c in plan.configs))
-    if plan.memory is not None and (args.memory_candidates or args.memory_model):
+    if plan.memory is not None and (args.memory_candidates or args.memory_model or args.memory_size):
         candidates = args.memory_candidates or plan.memory.settings["candidates"]
         model = args.memory_model or next(k for k, v in MEMORY_MODELS.items() if v == plan.memory.arch)
-        plan = replace(plan, memory=memory_config(model, candidates, plan.memory.size))
+        plan = replace(plan, memory=memory_config(model, candidates, args.memory_size or plan.memory.size))
     if args.no_memory:
         plan = replace(plan, memory=None)
     if args.memory_only:

@@ -13,7 +13,7 @@ import comfy.utils
 import folder_paths
 
 from ..report import SearchReport
-from ..report.latents import RAM_BUDGET, LatentStore, spill_note
+from ..report.store import TensorStore, spill_note
 from ..search.noise import candidate_seed
 from ..search.types import SearchResult
 from .checks import check_latent, check_model, check_sampler, check_verifier
@@ -23,7 +23,7 @@ from .guider_bridge import SearchSampler
 from .noise import ItemNoise
 from .preview_decode import FULL, PreviewDecoder, find_preview_decoder
 from .progress import announce, make_progress
-from .scoring import Scorer
+from .scoring import LATENT_RAM, THUMB_RAM, Scorer
 from .types import SearchNoise
 
 
@@ -55,7 +55,8 @@ def run_node_search(*, node: str, node_id: Optional[str], guider, sampler, sampl
     for b in range(items):
         noise = ItemNoise(samples, b, seed, latent.get("batch_index"))
         scorer = Scorer(node, vae, verifier, prompt, keep=settings.top_k, preview=preview,
-                        preview_mode=settings.scoring_decode, latents=LatentStore(RAM_BUDGET // items, spill_dir))
+                        preview_mode=settings.scoring_decode, latents=TensorStore(LATENT_RAM // items, spill_dir),
+                        thumbs=TensorStore(THUMB_RAM // items, spill_dir))
         search = SearchSampler(sampler=sampler, algorithm=settings.algorithm, config=settings.config(),
                                noise=noise, cost=cost, scorer=scorer, batch_size=settings.batch_size,
                                progress=make_progress(pbar, planned * b, scorer, node_id, b, items))
@@ -72,8 +73,9 @@ def run_node_search(*, node: str, node_id: Optional[str], guider, sampler, sampl
     image = torch.stack([s.images[r.best_id] for s, r in zip(scorers, results)])
     top_k = stock_latent_out({k: v for k, v in latent.items() if k not in ("noise_mask", "batch_index")},
                              torch.stack([s.latents[i] for s, r in zip(scorers, results) for i in r.topk_ids]))
-    spilled = spill_note([s.latents for s in scorers], RAM_BUDGET)
-    notes += [spilled] if spilled else []
+    spilled = [spill_note("final latents", [s.latents for s in scorers], LATENT_RAM),
+               spill_note("thumbnails", [s.thumbs for s in scorers], THUMB_RAM)]
+    notes += [n for n in spilled if n]
     ancestral = takes_noise_sampler(sampler.sampler_function)
     noise = winning_noise(settings.algorithm, results, seed, samples.dtype, ancestral)
     report = SearchReport(results=results, verifier=verifier.name, members=verifier.members, prompt=prompt,

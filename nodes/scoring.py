@@ -8,13 +8,14 @@ from typing import Optional, Sequence
 
 import torch
 
-from ..report.latents import LatentStore
 from ..report.report import make_thumbs
+from ..report.store import TensorStore
 from ..search.types import Candidate, SearchResult
 from ..verifiers.grading import UnparsedAnswer
 from .preview_decode import TAESD_ALL, PreviewDecoder
 from .types import LoadedVerifier
 
+LATENT_RAM, THUMB_RAM = 512 << 20, 128 << 20  # host RAM one search keeps latents and thumbnails in; then a file
 VAE, TAESD = "vae", "taesd"  # Candidate.decode: what made the image a candidate was scored on
 
 
@@ -24,7 +25,7 @@ class Scorer:
 
     def __init__(self, node: str, vae, handle: LoadedVerifier, prompt: Optional[str], keep: int = 1,
                  preview: Optional[PreviewDecoder] = None, preview_mode: Optional[str] = None,
-                 latents: Optional[LatentStore] = None):
+                 latents: Optional[TensorStore] = None, thumbs: Optional[TensorStore] = None):
         self.node = node
         self.vae = vae
         self.handle = handle
@@ -34,8 +35,8 @@ class Scorer:
         self.preview_finals = preview is not None and preview_mode == TAESD_ALL
         self.images: dict = {}  # id -> full image, at most `keep` (plus the winners after finish)
         self.ranks: dict = {}  # id -> the batch score its image was kept by
-        self.thumbs: dict = {}
-        self.latents = LatentStore() if latents is None else latents
+        self.thumbs = TensorStore(THUMB_RAM) if thumbs is None else thumbs
+        self.latents = TensorStore(LATENT_RAM) if latents is None else latents
 
     def decoder_for(self, final: bool) -> str:
         """VAE or TAESD: previews score intermediates (x0 predictions, references), and finals with TAESD for all."""
@@ -92,7 +93,7 @@ class Scorer:
         latents = latents.detach().to("cpu")
         for c, latent, thumb, image, s in zip(batch, latents, make_thumbs(images), images, scores.tolist()):
             self.latents.add(c.id, latent)
-            self.thumbs[c.id] = thumb.clone()
+            self.thumbs.add(c.id, thumb)
             if full:
                 self.images[c.id] = image.detach().to("cpu", copy=True)
                 self.ranks[c.id] = s

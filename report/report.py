@@ -29,11 +29,10 @@ def make_thumb(image: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class SearchReport:
-    """One search per latent batch item; per item, by final candidate id (CPU tensors): every latent `[*shape]` (a
-    LatentStore: RAM up to a budget, then a temporary file),
-    every thumbnail (uint8 `[h, w, 3]`, see make_thumb) and the full images `[H, W, 3]` in 0..1 of the best and
-    the top_k only. `decode` turns latents `[K, *shape]` into full images, so any other candidate is decoded when
-    picked. Intermediate (Paths) candidates have none of these."""
+    """One search per latent batch item; per item, by final candidate id (CPU tensors): every latent `[*shape]`,
+    every thumbnail (uint8 `[h, w, 3]`, see make_thumb; both in TensorStores, RAM then a temporary file) and the
+    full images `[H, W, 3]` in 0..1 of the best and the top_k only. `decode` turns latents `[K, *shape]` into full
+    images, so any other candidate is decoded when picked. Intermediate (Paths) candidates have none of these."""
 
     results: list  # list[SearchResult], one per latent batch item
     verifier: str
@@ -41,9 +40,9 @@ class SearchReport:
     prompt: Optional[str] = None
     seconds: float = 0.0
     images: list = field(default_factory=list)  # per item: dict[int, Tensor]
-    latents: list = field(default_factory=list)  # per item: Mapping[int, Tensor] (LatentStore)
+    latents: list = field(default_factory=list)  # per item: Mapping[int, Tensor] (TensorStore)
     notes: list = field(default_factory=list)  # facts about the whole run (each item's own are in its result)
-    thumbs: list = field(default_factory=list)  # per item: dict[int, uint8 Tensor]
+    thumbs: list = field(default_factory=list)  # per item: Mapping[int, uint8 Tensor] (TensorStore)
     decode: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
 
     def image(self, item: int, cid: int) -> torch.Tensor:

@@ -86,21 +86,24 @@ out["full"] = {
     "pick_is_scored": max_diff(picked_image[0], seen[other]),
 }
 
-# a RAM budget of two latents: the same search keeps the other four in a temporary file, reads them back exactly
+# RAM for two latents and three thumbnails: the same search keeps the others in temporary files, reads them exactly
 import noise_search.nodes.comfy_search as comfy_search
 kept_before = {i: report.latents[0][i] for i in range(6)}
-comfy_search.RAM_BUDGET = 2 * 16 * 8 * 8 * 4
+thumbs_before = {i: report.thumbs[0][i] for i in range(6)}
+budgets = comfy_search.LATENT_RAM, comfy_search.THUMB_RAM
+comfy_search.LATENT_RAM, comfy_search.THUMB_RAM = 2 * 16 * 8 * 8 * 4, 3 * thumbs_before[0].numel()
 try:
     lat, image, top, noise, spilled = search(empty, 4, "euler", candidates=6, top_k=2)
 finally:
-    comfy_search.RAM_BUDGET = 1 << 30
+    comfy_search.LATENT_RAM, comfy_search.THUMB_RAM = budgets
 chart, spilled_latent, spilled_image = NoiseSearchScoreViewer.execute(spilled, other).args
 out["spill"] = {
-    "spilled": spilled.latents[0].spilled[0],
+    "spilled": (spilled.latents[0].spilled[0], spilled.thumbs[0].spilled[0]),
     "same": max(max_diff(spilled.latents[0][i], kept_before[i]) for i in range(6)),
+    "same_thumbs": all(torch.equal(spilled.thumbs[0][i], thumbs_before[i]) for i in range(6)),
     "pick_latent": max_diff(spilled_latent["samples"][0], picked_latent["samples"][0]),
     "pick_image": max_diff(spilled_image[0], picked_image[0]),
-    "note": [n for n in spilled.all_notes() if "temporary file" in n],
+    "note": sorted(n for n in spilled.all_notes() if "temporary file" in n),
     "temp": folder_paths.get_temp_directory(),
 }
 
@@ -145,11 +148,12 @@ def test_full_images_only_for_the_winners_and_any_other_is_decoded_on_pick(ran):
     assert r["pick_decoded"] < 1e-6 and r["pick_latent"] == 0.0 and r["pick_is_scored"] < 1e-5
 
 
-def test_latents_beyond_the_ram_budget_go_to_a_temporary_file_and_are_picked_exactly(ran):
+def test_latents_and_thumbnails_beyond_their_ram_go_to_a_temporary_file_and_are_read_back_exactly(ran):
     r = ran["spill"]
-    assert r["spilled"] == 4
-    assert r["same"] == 0.0 and r["pick_latent"] == 0.0 and r["pick_image"] == 0.0
-    assert len(r["note"]) == 1 and r["note"][0].startswith("4 of 6 final latents") and r["temp"] in r["note"][0]
+    assert r["spilled"] == [4, 3]
+    assert r["same"] == 0.0 and r["same_thumbs"] and r["pick_latent"] == 0.0 and r["pick_image"] == 0.0
+    assert [n[:26] for n in r["note"]] == ["3 of 6 thumbnails (0 MiB) ", "4 of 6 final latents (0 Mi"]
+    assert all(r["temp"] in n for n in r["note"])
 
 
 def test_an_unparsable_grader_answer_names_the_candidate(ran):

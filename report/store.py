@@ -1,6 +1,6 @@
-"""LatentStore: every final candidate's latent, kept so any candidate can be picked and decoded later. Latents stay
-in host RAM up to a byte budget; beyond it they go to an unlinked temporary file, so a search over thousands of
-candidates keeps RAM bounded whatever the resolution (a pixel-space model's latent is a full image)."""
+"""TensorStore: what a search keeps of every final candidate (its latent, so any candidate can be picked and decoded
+later; its thumbnail), in host RAM up to a byte budget and beyond it in an unlinked temporary file, so a search over
+thousands of candidates keeps RAM bounded whatever the resolution (a pixel-space model's latent is a full image)."""
 
 from __future__ import annotations
 
@@ -11,15 +11,13 @@ from typing import Optional
 
 import torch
 
-RAM_BUDGET = 1 << 30  # bytes of latents one search keeps in host RAM, over all its batch items
 
-
-class LatentStore(Mapping):
+class TensorStore(Mapping):
     """id -> latent (CPU tensor), bit-exact in any dtype; the first `ram_budget` bytes in RAM, the rest on disk in
     `spill_dir` (the system's temp folder when None), read back on access. The file has no name on POSIX and is
     deleted when the store is closed or collected."""
 
-    def __init__(self, ram_budget: int = RAM_BUDGET, spill_dir: Optional[str] = None):
+    def __init__(self, ram_budget: int, spill_dir: Optional[str] = None):
         self.ram_budget = int(ram_budget)
         self.spill_dir = spill_dir
         self._ram: dict = {}
@@ -86,12 +84,13 @@ class LatentStore(Mapping):
             self._end = 0
 
 
-def spill_note(stores: list, ram_budget: int) -> Optional[str]:
-    """What the report says when latents went to disk (None when all stayed in RAM)."""
+def spill_note(what: str, stores: list, ram_budget: int) -> Optional[str]:
+    """What the report says when some of `what` (the stores' contents, e.g. "final latents") went to disk; None
+    when all stayed in RAM."""
     count = sum(s.spilled[0] for s in stores)
     if not count:
         return None
     size = sum(s.spilled[1] for s in stores)
     where = stores[0].spill_dir or tempfile.gettempdir()
-    return (f"{count} of {sum(len(s) for s in stores)} final latents ({size / 2**20:.0f} MiB) are kept in a temporary "
-            f"file in {where}, beyond the {ram_budget / 2**20:.0f} MiB of RAM for latents; picking one reads it back")
+    return (f"{count} of {sum(len(s) for s in stores)} {what} ({size / 2**20:.0f} MiB) are kept in a temporary file in "
+            f"{where}, beyond the {ram_budget / 2**20:.0f} MiB of RAM for them; each is read back when needed")

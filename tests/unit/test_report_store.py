@@ -1,4 +1,4 @@
-"""LatentStore: latents in RAM up to a byte budget, the rest in a temporary file, every one read back bit-exact."""
+"""TensorStore: tensors in RAM up to a byte budget, the rest in a temporary file, each read back bit-exact."""
 
 import os
 import sys
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from noise_search.report import SearchReport
-from noise_search.report.latents import LatentStore, spill_note
+from noise_search.report.store import TensorStore, spill_note
 
 
 def latents(n, dtype=torch.float32, shape=(4, 8, 8), seed=0):
@@ -19,7 +19,7 @@ def latents(n, dtype=torch.float32, shape=(4, 8, 8), seed=0):
 def test_latents_beyond_the_budget_go_to_disk_and_read_back_bit_exact(tmp_path, dtype):
     rows = latents(10, dtype)
     each = rows[0].numel() * rows[0].element_size()
-    store = LatentStore(ram_budget=3 * each, spill_dir=str(tmp_path))
+    store = TensorStore(ram_budget=3 * each, spill_dir=str(tmp_path))
     for i, row in enumerate(rows):
         store.add(100 + i, row)
     assert store.spilled == (7, 7 * each)
@@ -35,7 +35,7 @@ def test_latents_beyond_the_budget_go_to_disk_and_read_back_bit_exact(tmp_path, 
 
 def test_a_kept_row_does_not_hold_its_batch_and_changes_to_the_source_do_not_leak(tmp_path):
     batch = torch.zeros(8, 4, 64, 64)
-    store = LatentStore(ram_budget=1 << 20, spill_dir=str(tmp_path))
+    store = TensorStore(ram_budget=1 << 20, spill_dir=str(tmp_path))
     store.add(0, batch[0])
     batch[0] += 1
     assert store[0].abs().sum() == 0
@@ -43,7 +43,7 @@ def test_a_kept_row_does_not_hold_its_batch_and_changes_to_the_source_do_not_lea
 
 
 def test_ram_stays_within_the_budget_whatever_the_latent_size(tmp_path):
-    store = LatentStore(ram_budget=5 * 2**20, spill_dir=str(tmp_path))
+    store = TensorStore(ram_budget=5 * 2**20, spill_dir=str(tmp_path))
     for i, row in enumerate(latents(12, shape=(3, 512, 512))):  # 3 MiB each, a pixel-space model's latent
         store.add(i, row)
     in_ram = sum(t.numel() * t.element_size() for t in store._ram.values())
@@ -51,7 +51,7 @@ def test_ram_stays_within_the_budget_whatever_the_latent_size(tmp_path):
 
 
 def test_the_spill_file_leaves_nothing_behind(tmp_path):
-    store = LatentStore(ram_budget=0, spill_dir=str(tmp_path))
+    store = TensorStore(ram_budget=0, spill_dir=str(tmp_path))
     store.add(1, torch.ones(3, 4))
     if sys.platform != "win32":  # POSIX: unlinked from the start, the folder never shows it
         assert os.listdir(tmp_path) == []
@@ -61,7 +61,7 @@ def test_the_spill_file_leaves_nothing_behind(tmp_path):
 
 
 def test_adding_an_id_again_replaces_it(tmp_path):
-    store = LatentStore(ram_budget=0, spill_dir=str(tmp_path))
+    store = TensorStore(ram_budget=0, spill_dir=str(tmp_path))
     store.add(5, torch.zeros(2))
     store.add(5, torch.ones(2))
     assert len(store) == 1 and torch.equal(store[5], torch.ones(2))
@@ -69,17 +69,17 @@ def test_adding_an_id_again_replaces_it(tmp_path):
 
 def test_the_note_counts_what_went_to_disk_and_says_where(tmp_path):
     each = 4 * 8 * 8 * 4
-    stores = [LatentStore(ram_budget=2 * each, spill_dir=str(tmp_path)) for _ in range(2)]
+    stores = [TensorStore(ram_budget=2 * each, spill_dir=str(tmp_path)) for _ in range(2)]
     for store in stores:
         for i, row in enumerate(latents(5)):
             store.add(i, row)
-    note = spill_note(stores, 4 * each)
-    assert note.startswith("6 of 10 final latents") and str(tmp_path) in note
-    assert spill_note([LatentStore()], 1 << 30) is None
+    note = spill_note("final latents", stores, 4 * each)
+    assert note.startswith("6 of 10 final latents (0 MiB)") and str(tmp_path) in note
+    assert spill_note("thumbnails", [TensorStore(0)], 1 << 30) is None
 
 
 def test_a_report_decodes_a_spilled_candidate_on_pick(tmp_path):
-    store = LatentStore(ram_budget=0, spill_dir=str(tmp_path))
+    store = TensorStore(ram_budget=0, spill_dir=str(tmp_path))
     rows = latents(3)
     for i, row in enumerate(rows):
         store.add(i, row)
