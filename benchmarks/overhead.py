@@ -297,7 +297,8 @@ def main(argv: Optional[list] = None) -> list[dict]:
               f"{'none' if plan.memory is None else (plan.memory.arch, plan.memory.settings)}", flush=True)
         measured = measure(plan, args.comfyui.resolve(), cache, args.rss_cap_mb, args.timeout)
     for name, info in {row["algorithm"].split(":")[0]: info for row, info in measured if "device" in info}.items():
-        print(f"{name}: device {info['device']}, model dtype {info['dtype']}, torch threads {info['threads']}")
+        print(f"{name}: device {info['device']}, model dtype {info['dtype']}, torch threads {info['threads']}, "
+              f"RSS before measuring {info.get('base_rss_mb') or 0:.0f} MB")
     rows = [row for row, _ in measured]
     print(table(measured))
     if args.json:

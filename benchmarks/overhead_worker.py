@@ -251,6 +251,7 @@ def measure(job: dict) -> dict:
     info = {"threads": torch.get_num_threads(), "device": str(bench.model.load_device),
             "dtype": str(bench.model.model.get_dtype()).replace("torch.", "")}
     reset_peak()
+    info["base_rss_mb"] = rss_mb()
     if job.get("rss_cap_mb"):
         watch_rss(job["rss_cap_mb"], time.perf_counter(), info)
     result = bench.stock(job["rows"]) if job["mode"] == "stock" else bench.search()

@@ -15,7 +15,7 @@ from ..verifiers.grading import UnparsedAnswer
 from .preview_decode import TAESD_ALL, PreviewDecoder
 from .types import LoadedVerifier
 
-LATENT_RAM, THUMB_RAM = 512 << 20, 128 << 20  # host RAM one search keeps latents and thumbnails in; then a file
+LATENT_RAM, THUMB_RAM = 256 << 20, 64 << 20  # host RAM one search keeps latents and thumbnails in; then a file
 VAE, TAESD = "vae", "taesd"  # Candidate.decode: what made the image a candidate was scored on
 
 
