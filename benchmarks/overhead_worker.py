@@ -189,8 +189,15 @@ class Bench:
                                      self.positive, self.negative, self.latent(rows))[0]["samples"]
 
     def warm_up(self, rows: int) -> None:
-        """One stock step, one decode and one score, so neither side pays first-call costs in the measurement."""
-        image = self.vae.decode(self.ksampler(rows, 1)[:1])
+        """One stock step, one decode (and one preview decode where the row scores with TAESD) and one score, so
+        neither side pays first-call costs (kernel choice, loading) in the measurement."""
+        latent = self.ksampler(rows, 1)[:1]
+        image = self.vae.decode(latent)
+        decode = self.job.get("decode", self.job["default_decode"])
+        if self.job["mode"] == "search" and decode != self.job["default_decode"]:
+            from noise_search.nodes.comfy_search import preview_decoder
+
+            preview_decoder("overhead", decode, self.model)(self.model.model.process_latent_in(latent))
         self.verifier.load()
         self.verifier.verifier.score(image, PROMPT, None)
         self.timers.reset()
