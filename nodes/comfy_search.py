@@ -81,7 +81,7 @@ def run_node_search(*, node: str, node_id: Optional[str], guider, sampler, sampl
     report = SearchReport(results=results, verifier=verifier.name, members=verifier.members, prompt=prompt,
                           seconds=time.perf_counter() - start, images=[s.images for s in scorers],
                           latents=[s.latents for s in scorers], thumbs=[s.thumbs for s in scorers],
-                          decode=scorers[0].full_decode, notes=notes + ([noise.note] if noise.note else []))
+                          decode=scorers[0].decode, notes=notes + ([noise.note] if noise.note else []))
     announce(report, node_id)
     return best, image, top_k, noise, report
 

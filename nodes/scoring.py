@@ -110,6 +110,3 @@ class Scorer:
         self.images = {i: self.images[i] for i in wanted}
         self.ranks = {}
 
-    def full_decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """What the report decodes a picked candidate with: the VAE, as every output."""
-        return self.decode(latents, [-1] * latents.shape[0])

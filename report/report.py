@@ -31,8 +31,9 @@ def make_thumb(image: torch.Tensor) -> torch.Tensor:
 class SearchReport:
     """One search per latent batch item; per item, by final candidate id (CPU tensors): every latent `[*shape]`,
     every thumbnail (uint8 `[h, w, 3]`, see make_thumb; both in TensorStores, RAM then a temporary file) and the
-    full images `[H, W, 3]` in 0..1 of the best and the top_k only. `decode` turns latents `[K, *shape]` into full
-    images, so any other candidate is decoded when picked. Intermediate (Paths) candidates have none of these."""
+    full images `[H, W, 3]` in 0..1 of the best and the top_k only. `decode(latents, ids)` turns candidates `ids`'
+    latents `[K, *shape]` into full images, so any other candidate is decoded when picked. Intermediate (Paths)
+    candidates have none of these."""
 
     results: list  # list[SearchResult], one per latent batch item
     verifier: str
@@ -43,7 +44,7 @@ class SearchReport:
     latents: list = field(default_factory=list)  # per item: Mapping[int, Tensor] (TensorStore)
     notes: list = field(default_factory=list)  # facts about the whole run (each item's own are in its result)
     thumbs: list = field(default_factory=list)  # per item: Mapping[int, uint8 Tensor] (TensorStore)
-    decode: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
+    decode: Optional[Callable[[torch.Tensor, list], torch.Tensor]] = None  # (latents, their candidate ids)
 
     def image(self, item: int, cid: int) -> torch.Tensor:
         """Candidate `cid`'s full image: the stored one, else its latent decoded now."""
@@ -56,7 +57,7 @@ class SearchReport:
                              f"{stored_ids}")
         if self.decode is None:
             raise ValueError(f"candidate {cid} of batch item {item} has no stored image and the report has no decoder")
-        return self.decode(self.latents[item][cid].unsqueeze(0))[0]
+        return self.decode(self.latents[item][cid].unsqueeze(0), [cid])[0]
 
     def thumb(self, item: int, cid: int) -> Optional[torch.Tensor]:
         """Candidate `cid`'s thumbnail (uint8), made from its full image when only that is stored."""

@@ -178,7 +178,7 @@ def test_a_candidate_without_a_stored_image_is_decoded_from_its_latent_when_pick
     report.images = [{kept: report.images[0][kept]}]
     with pytest.raises(ValueError, match="no decoder"):
         report.image(0, other)
-    report.decode = lambda latents: latents[:, :1].movedim(1, -1).expand(-1, -1, -1, 3) / 100
+    report.decode = lambda latents, ids: latents[:, :1].movedim(1, -1).expand(-1, -1, -1, 3) / 100
     assert torch.equal(report.image(0, other), torch.full((3, 3, 3), other / 100))
     assert report.image(0, kept) is report.images[0][kept]
     with pytest.raises(ValueError, match="stores no latent for candidate 999"):

@@ -83,8 +83,14 @@ def test_a_report_decodes_a_spilled_candidate_on_pick(tmp_path):
     rows = latents(3)
     for i, row in enumerate(rows):
         store.add(i, row)
-    report = SearchReport(results=[None], verifier="v", images=[{}], latents=[store],
-                          decode=lambda x: x.sum(dim=1, keepdim=True).movedim(1, -1))
+    asked = []
+
+    def decode(x, ids):  # the VAE's decode names the candidates in its NaN errors
+        asked.append(ids)
+        return x.sum(dim=1, keepdim=True).movedim(1, -1)
+
+    report = SearchReport(results=[None], verifier="v", images=[{}], latents=[store], decode=decode)
     assert torch.equal(report.image(0, 2), rows[2].sum(dim=0, keepdim=True).movedim(0, -1))
+    assert asked == [[2]]
     with pytest.raises(ValueError, match=r"no latent for candidate 7 of batch item 0; stored ids: \[0, 1, 2\]"):
         report.image(0, 7)
