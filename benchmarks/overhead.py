@@ -5,6 +5,8 @@
     python benchmarks/overhead.py --smoke          # under a minute: tiny models, for the tests (SMOKE)
     python benchmarks/overhead.py --json out.json  # also write the rows
     python benchmarks/overhead.py --decode "full VAE" --algorithms random paths --no-memory --steps 20 --size 512
+    python benchmarks/overhead.py --models sd15 --no-memory                     # only SD1.5's rows (with CUDA)
+    python benchmarks/overhead.py --memory-only --memory-model sd15 --memory-size 512   # the memory row alone
 
 ComfyUI comes from --comfyui (default $COMFYUI_PATH). Every configuration runs in a fresh ComfyUI process
 (overhead_worker.py) with models of the real size and ComfyUI's own classes, random weights
@@ -47,12 +49,16 @@ The memory row is a Random search over 4096 candidates (the node's maximum) at f
 SD1.5-class UNet (SD1.5's blocks at one level) with the real SD VAE: SD latents, 256 KiB each. At 1024 px every real
 latent decoder costs half a TFLOP or more per image (hours for 4096 on a CPU), so without CUDA the row uses ComfyUI's
 pixel-space classes instead: a small Chroma Radiance transformer and the pixel-space VAE (decode is free, but the
-latents are full-size images, 12 MiB each in fp32; --memory-model picks either). The tests' tiny CLIP scores, through
-the same loader. The target is < 4 GB of host RAM; a run that passes --rss-cap-mb (default 8192: the machine may be
-shared) is stopped and reported as aborted.
+latents are full-size images, 12 MiB each in fp32; --memory-model picks either, --memory-size the resolution: on an
+H100 the 4096 VAE decodes at 1024 px take over 5 minutes). The tests' tiny CLIP scores, through the same loader. The
+target is < 4 GB of host RAM; a run that passes --rss-cap-mb (default 8192: the machine may be shared) is stopped and
+reported as aborted. The printed device line gives each process's RSS before measuring (CUDA's libraries alone hold
+about 2 GB of it).
 
 JSON rows have exactly the keys in KEYS; `algorithm` is "<model>:<algorithm>" ("sd15:random", "sd15:stock",
-"memory:random"); an aborted row has null for what it did not measure.
+"memory:random"); an aborted row has null for what it did not measure, a failed row (an error, a timeout, NFEs off
+the plan) null for everything but its labels: the table says why, the other rows still run, and the script exits
+non-zero naming the failed rows.
 """
 
 from __future__ import annotations
