@@ -73,6 +73,34 @@ class Toy:
         return SearchProblem(**kw)
 
 
+class Recording(Toy):
+    """The toy keeping each candidate's starting rows (`inputs`) and each re-noising (`renoise_calls`: rows,
+    sigma from, sigma to); a `table` (candidate id -> score) replaces the distance score."""
+
+    def __init__(self, table=None, **kw):
+        super().__init__(**kw)
+        self.table, self.inputs, self.renoise_calls = table, {}, []
+
+    def table_key(self, c):
+        return c.id
+
+    def integrate(self, x, sigmas, batch):
+        for c, row in zip(batch, x):
+            self.inputs[c.id] = row.clone()
+        return super().integrate(x, sigmas, batch)
+
+    def score(self, x0, sigma, batch):
+        out = super().score(x0, sigma, batch)
+        return out if self.table is None else torch.tensor([float(self.table(self.table_key(c))) for c in batch])
+
+    def renoise(self, x, s_from, s_to, noise):
+        self.renoise_calls.append((x.shape[0], s_from, s_to))
+        return renoise_ve(x, s_from, s_to, noise)
+
+    def problem(self, **kw) -> SearchProblem:
+        return super().problem(**{"renoise": self.renoise, **kw})
+
+
 def heun_cost(sigmas) -> int:
     return 2 * (len(sigmas) - 1)
 

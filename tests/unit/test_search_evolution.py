@@ -19,25 +19,8 @@ from noise_search.search.evolution import mutate, tournaments
 from noise_search.search.noise import renoise_ve, seeded_noise
 from noise_search.search.types import Candidate
 from noise_search.tests.helpers.tables import table_search
-from noise_search.tests.helpers.toys import SHAPE, Toy, assert_bit_identical, heun_cost
+from noise_search.tests.helpers.toys import SHAPE, Recording, Toy, assert_bit_identical, heun_cost
 from noise_search.verifiers.ensemble import combine
-
-
-class Recording(Toy):
-    """Keeps every candidate's initial noise; optional per-id score table instead of the distance score."""
-
-    def __init__(self, table=None, **kw):
-        super().__init__(**kw)
-        self.inputs, self.table = {}, table
-
-    def integrate(self, x, sigmas, batch):
-        for c, row in zip(batch, x):
-            self.inputs[c.id] = row.clone()
-        return super().integrate(x, sigmas, batch)
-
-    def score(self, x0, sigma, batch):
-        out = super().score(x0, sigma, batch)
-        return out if self.table is None else torch.tensor([float(self.table(c.id)) for c in batch])
 
 
 def replay(result, elite, scores_before=None):

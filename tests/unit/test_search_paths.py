@@ -15,25 +15,7 @@ from noise_search.search import (
     smc_search,
     zero_order_search,
 )
-from noise_search.search.noise import renoise_ve
-from noise_search.tests.helpers.toys import Toy, assert_bit_identical, heun_cost
-
-
-class Recording(Toy):
-    def __init__(self, table=None, **kw):
-        super().__init__(**kw)
-        self.table, self.renoise_calls = table, []
-
-    def score(self, x0, sigma, batch):
-        out = super().score(x0, sigma, batch)
-        return out if self.table is None else torch.tensor([float(self.table(c.id)) for c in batch])
-
-    def renoise(self, x, s_from, s_to, noise):
-        self.renoise_calls.append((x.shape[0], s_from, s_to))
-        return renoise_ve(x, s_from, s_to, noise)
-
-    def problem(self, **kw):
-        return super().problem(renoise=self.renoise, **kw)
+from noise_search.tests.helpers.toys import Recording, Toy, assert_bit_identical, heun_cost
 
 
 def _rounds(result):

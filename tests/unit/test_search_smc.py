@@ -8,7 +8,6 @@ import torch
 
 from noise_search.search import BudgetError, SettingError, estimate_nfe, random_search, run_search, smc_search
 from noise_search.search.budget import plan_smc
-from noise_search.search.noise import renoise_ve
 from noise_search.search.smc import (
     effective_sample_size,
     normalized_weights,
@@ -16,33 +15,17 @@ from noise_search.search.smc import (
     resample_uniform,
     systematic_resample,
 )
+from noise_search.tests.helpers import toys
 from noise_search.tests.helpers.tables import table_search
 from noise_search.tests.helpers.toys import Toy, assert_bit_identical, heun_cost
 from noise_search.verifiers.ensemble import combine
 
 
-class Recording(Toy):
-    """Records re-noising and each candidate's starting state; optional per-candidate score table."""
+class Recording(toys.Recording):
+    """Score tables here are keyed by the candidate itself."""
 
-    def __init__(self, table=None, **kw):
-        super().__init__(**kw)
-        self.table, self.renoise_calls, self.inputs = table, [], {}
-
-    def integrate(self, x, sigmas, batch):
-        for c, row in zip(batch, x):
-            self.inputs[c.id] = row.clone()
-        return super().integrate(x, sigmas, batch)
-
-    def score(self, x0, sigma, batch):
-        out = super().score(x0, sigma, batch)
-        return out if self.table is None else torch.tensor([float(self.table(c)) for c in batch])
-
-    def renoise(self, x, s_from, s_to, noise):
-        self.renoise_calls.append((x.shape[0], s_from, s_to))
-        return renoise_ve(x, s_from, s_to, noise)
-
-    def problem(self, **kw):
-        return super().problem(renoise=self.renoise, **kw)
+    def table_key(self, c):
+        return c
 
 
 class UnitToy(Recording):

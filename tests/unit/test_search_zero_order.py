@@ -6,24 +6,7 @@ import pytest
 import torch
 
 from noise_search.search import BudgetError, estimate_nfe, run_search, zero_order_search
-from noise_search.tests.helpers.toys import Toy, assert_bit_identical, heun_cost
-
-
-class Recording(Toy):
-    """Keeps every candidate's initial noise; optional per-id score table instead of the distance score."""
-
-    def __init__(self, table=None, **kw):
-        super().__init__(**kw)
-        self.inputs, self.table = {}, table
-
-    def integrate(self, x, sigmas, batch):
-        for c, row in zip(batch, x):
-            self.inputs[c.id] = row.clone()
-        return super().integrate(x, sigmas, batch)
-
-    def score(self, x0, sigma, batch):
-        out = super().score(x0, sigma, batch)
-        return out if self.table is None else torch.tensor([float(self.table(c.id)) for c in batch])
+from noise_search.tests.helpers.toys import Recording, Toy, assert_bit_identical, heun_cost
 
 
 def _cos(a, b):
