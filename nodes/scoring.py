@@ -109,4 +109,3 @@ class Scorer:
             self.images.update(zip(missing, self.decode(torch.stack([self.latents[i] for i in missing]), missing)))
         self.images = {i: self.images[i] for i in wanted}
         self.ranks = {}
-
