@@ -9,6 +9,7 @@ import torch
 
 import comfy.model_management
 import folder_paths
+import latent_preview
 from comfy.taesd.taesd import TAESD
 
 FULL = "full VAE"
@@ -28,6 +29,9 @@ def find_preview_decoder(node: str, latent_format, mode: str) -> str:
         raise ValueError(f"{node}: scoring_decode '{mode}' needs a TAESD preview decoder, but ComfyUI has none for "
                          f"this model's latent format ({type(latent_format).__name__}): set scoring_decode to "
                          f"'{FULL}'")
+    if name in getattr(latent_preview, "VIDEO_TAES", ()):  # newer ComfyUI: video TAEs load through its VAE class
+        raise ValueError(f"{node}: scoring_decode '{mode}': this model's preview decoder {name} is a video decoder, "
+                         f"which the TAESD scoring decode does not run: set scoring_decode to '{FULL}'")
     found = next((f for f in folder_paths.get_filename_list("vae_approx") if f.startswith(name)), None)
     if found is None:
         folder = (folder_paths.get_folder_paths("vae_approx") or ["ComfyUI/models/vae_approx"])[0]

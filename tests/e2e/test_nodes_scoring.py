@@ -37,6 +37,19 @@ out["missing"] = error(lambda: search(empty, 1, "euler", model=watched, scoring_
 out["missing_calls"] = counted["calls"]
 out["folder"] = folder
 
+# newer ComfyUI previews video TAEs through its VAE class (latent_preview.VIDEO_TAES): refused, not misloaded
+import latent_preview
+from types import SimpleNamespace
+from noise_search.nodes.preview_decode import find_preview_decoder
+video_taes = getattr(latent_preview, "VIDEO_TAES", None)
+latent_preview.VIDEO_TAES = ["lighttaew2_1"]
+out["video"] = error(lambda: find_preview_decoder("Noise Search Sampler", SimpleNamespace(
+    taesd_decoder_name="lighttaew2_1", latent_channels=16), "TAESD for all"))
+if video_taes is None:
+    del latent_preview.VIDEO_TAES
+else:
+    latent_preview.VIDEO_TAES = video_taes
+
 path = os.path.join(folder, "taesd3_decoder.safetensors")
 save_file({k[len("taesd_decoder."):]: v for k, v in tiny_taesd_state_dict(16, seed=3).items()
            if k.startswith("taesd_decoder.")}, path)
@@ -124,6 +137,10 @@ def test_a_missing_preview_decoder_is_refused_before_sampling_naming_file_and_fo
     assert ran["missing_calls"] == 0
     assert "taesd3_decoder.safetensors" in ran["missing"] and ran["folder"] in ran["missing"]
     assert "full VAE" in ran["missing"] and "github.com/madebyollin/taesd" in ran["missing"]
+
+
+def test_a_video_preview_decoder_is_refused_naming_it(ran):
+    assert "lighttaew2_1 is a video decoder" in ran["video"] and "'full VAE'" in ran["video"]
 
 
 def test_taesd_for_all_scores_on_previews_and_outputs_vae_decodes(ran):
