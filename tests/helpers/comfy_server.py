@@ -25,7 +25,7 @@ import pytest
 
 from noise_search.verifiers.grading import ASPECTS
 
-from . import REPO_ROOT
+from . import REPO_ROOT, stop_process
 from .tiny_sd3 import FILENAME as TINY_SD3
 
 PACK_DIR_NAME = "comfyui-noise-search"
@@ -239,12 +239,7 @@ class ComfyServer:
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=15)
+            stop_process(self.process)
         if getattr(self, "_log", None) is not None:
             self._log.close()
 

@@ -21,6 +21,8 @@ import urllib.request
 from pathlib import Path
 from typing import Optional, Union
 
+from . import stop_process
+
 SERVING_PACKAGES = ("fastapi", "uvicorn", "accelerate")
 SPECIAL = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
            "<|video_pad|>")
@@ -152,9 +154,4 @@ class TransformersServer:
         return self.log.read()
 
     def close(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
+        stop_process(self.process)
