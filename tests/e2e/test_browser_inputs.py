@@ -21,7 +21,7 @@ from noise_search.tests.helpers.workflows import (
     workflow_to_api,
 )
 
-pytestmark = [pytest.mark.comfyui, pytest.mark.slow]
+pytestmark = [pytest.mark.comfyui, pytest.mark.browser, pytest.mark.slow]
 
 KEY = "noise_search_for"
 SELECTOR = "algorithm"

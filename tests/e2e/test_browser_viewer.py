@@ -18,7 +18,7 @@ from noise_search.report.render import fmt_score
 from noise_search.tests.helpers import REPO_ROOT
 from noise_search.tests.helpers.browser import open_frontend
 
-pytestmark = [pytest.mark.comfyui, pytest.mark.slow]
+pytestmark = [pytest.mark.comfyui, pytest.mark.browser, pytest.mark.slow]
 
 WORKFLOW = REPO_ROOT / "example_workflows" / "sd15_txt2img_clipscore_aesthetic.json"
 ARTIFACTS = REPO_ROOT / "test-artifacts"

@@ -8,7 +8,7 @@ import pytest
 from noise_search.tests.helpers.browser import open_frontend
 from noise_search.tests.helpers.workflows import FRONTEND_ONLY, WORKFLOWS, load, localize, workflow_to_api
 
-pytestmark = [pytest.mark.comfyui, pytest.mark.slow]
+pytestmark = [pytest.mark.comfyui, pytest.mark.browser, pytest.mark.slow]
 
 # Load a workflow, then read back what the frontend made of it: the serialized graph and the queued prompt.
 LOAD = """async (workflow) => {

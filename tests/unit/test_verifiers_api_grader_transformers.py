@@ -5,18 +5,20 @@ so VQAScore meets the 'no logprobs' error a real server gives."""
 import pytest
 import torch
 
+from noise_search.tests.helpers import unavailable
 from noise_search.tests.helpers.tiny_models import random_images
 from noise_search.tests.helpers.tiny_vlm_server import TransformersServer, make_tiny_qwen2_vl, serving_missing
 from noise_search.verifiers.api_grader import load_api_grader
 from noise_search.verifiers.base import VerifierError
 from noise_search.verifiers.grading import UnparsedAnswer
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(bool(serving_missing()), reason=f"transformers serve needs {serving_missing()}")]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
+    if serving_missing():
+        unavailable(f"transformers serve needs {serving_missing()}")
     server = TransformersServer(make_tiny_qwen2_vl(tmp_path_factory.mktemp("vlm") / "qwen2-vl", answer="hue: 7"))
     yield server
     server.close()
