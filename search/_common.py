@@ -122,12 +122,14 @@ class Tracker:
         return self._top[0][0] if self._top else None
 
     def run_chunk(self, x: Tensor, sigmas: Tensor, batch: Sequence[Candidate], *, final: bool, score: bool = True,
-                  init: Optional[Callable[[int], Tensor]] = None) -> Tensor:
+                  init: Optional[Callable[[int], Tensor]] = None, unit: Optional[int] = None,
+                  log: bool = True) -> Tensor:
         """Integrate ``x`` over ``sigmas``; score the x0 prediction, or ``x_end`` when ``final`` (schedule's end).
 
         Final rows compete for the top-k; ``init(row)`` gives a row's initial noise, asked only if it is kept.
         With an aggregate, non-final rows stay unscored (None) until the algorithm aggregates their set.
-        Returns ``x_end``.
+        ``unit`` overrides the NFEs per row (default ``problem.nfe(sigmas)``); ``log=False`` for candidates already
+        in the log (one continuing over several slices). Returns ``x_end``.
         """
         problem = self.problem
         if x.shape[0] != len(batch):
@@ -136,7 +138,7 @@ class Tracker:
         if x_end.shape != x.shape or x0.shape != x.shape:
             raise ValueError(f"integrate() must return (x_end, x0) shaped like x {tuple(x.shape)}, "
                              f"got {tuple(x_end.shape)} and {tuple(x0.shape)}")
-        self._unit = problem.nfe(sigmas)
+        self._unit = problem.nfe(sigmas) if unit is None else int(unit)
         self.nfe += self._unit * len(batch)
         sigma = float(sigmas[-1])
         for c in batch:
@@ -151,7 +153,8 @@ class Tracker:
                 c.members.update({name: v[j] for name, v in members.items()})
             if final:
                 self._add_finals(batch, x_end, init)
-        self.candidates.extend(batch)
+        if log:
+            self.candidates.extend(batch)
         best = self.best
         if best is not None:
             self.curve.append((self.nfe, best.score))

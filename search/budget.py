@@ -383,8 +383,89 @@ def plan_smc(nfe: NfeFn, sigmas: Tensor, *, n: int, potential: str, lam: float, 
     return SmcPlan(n=n, points=points, f=f, segments=segments, unit=unit, total=n * unit)
 
 
+@dataclass
+class RacingPlan:
+    n: int  # seeds that start
+    eta: int  # 1 in eta go on at each rung
+    rungs: list  # schedule indices where survivors are scored and cut, increasing
+    sizes: list  # candidates running each segment: sizes[j] runs from rungs[j - 1] (0 first) to rungs[j] (end last)
+    segments: list  # [(lo, hi)]: the slices the survivors of each segment integrate, the last ending at the end
+    costs: list  # NFEs of one candidate over each segment (prefix differences of one uninterrupted run)
+    total: int
+
+
+def parse_rungs(rungs) -> list:
+    """Rung positions as floats, from a sequence or a comma-separated string ("0.75, 0.5")."""
+    if isinstance(rungs, str):
+        try:
+            return [float(part) for part in rungs.replace(";", ",").split(",") if part.strip()]
+        except ValueError:
+            raise SettingError("rungs", f"{{rungs}} must be numbers separated by commas (trajectory times, 1 = pure "
+                                        f"noise, 0 = clean, e.g. 0.75, 0.5), got {rungs!r}") from None
+    return [float(r) for r in rungs]
+
+
+def racing_schedule(steps: int, rungs) -> list:
+    """Rung times (1 = pure noise, 0 = clean) -> increasing schedule indices, round((1 - t) * steps) half up."""
+    times = parse_rungs(rungs)
+    if not times:
+        raise SettingError("rungs", "{rungs} is empty: give at least one trajectory time, e.g. 0.75")
+    bad = [t for t in times if not 0.0 < t < 1.0]
+    if bad:
+        raise SettingError("rungs", f"{{rungs}} must lie strictly between 1 (pure noise) and 0 (clean), got {bad}")
+    indices = sorted({_half_up((1.0 - t) * steps) for t in times})
+    outside = [i for i in indices if not 0 < i < steps]
+    if outside:
+        raise SettingError("rungs", f"{{rungs}}={', '.join(f'{t:g}' for t in times)} put a rung at step(s) "
+                                    f"{outside} of {steps}, where there is nothing to compare (step 0) or nothing "
+                                    f"left to save (the last step): move them inside, or use more steps.")
+    if len(indices) < len(times):
+        raise SettingError("rungs", f"{{rungs}}={', '.join(f'{t:g}' for t in times)} fall on the same steps of "
+                                    f"{steps} ({indices}): space them further apart or use more steps.")
+    return indices
+
+
+def _racing_sizes(n: int, eta: int, rungs: int) -> list:
+    sizes = [n]
+    for _ in range(rungs):
+        sizes.append(max(1, math.ceil(sizes[-1] / eta)))
+    return sizes
+
+
+def plan_racing(nfe: NfeFn, sigmas: Tensor, *, n: int, eta: int, rungs,
+                budget_nfe: Optional[int] = None) -> RacingPlan:
+    """Successive halving over seeds: all ``n`` run to the first rung, the best ceil(k / eta) of each rung's ``k``
+    go on, the last ones finish. A budget picks the largest n that fits.
+
+    A segment costs what one uninterrupted run spends between its ends, nfe(sigmas[:hi + 1]) - nfe(sigmas[:lo + 1]),
+    since every candidate continues its own stock run.
+    """
+    steps = _check_sigmas(sigmas)
+    _check_budget(budget_nfe)
+    n = _positive("n", n)
+    if isinstance(eta, bool) or int(eta) != eta or eta < 2:
+        raise SettingError("eta", f"{{eta}} must be an integer >= 2 (1 in {{eta}} candidates goes on at each rung), "
+                                  f"got {eta!r}")
+    indices = racing_schedule(steps, rungs)
+    ends = [0] + indices + [steps]
+    segments = list(zip(ends, ends[1:]))
+    prefix = [0] + [nfe(sigmas[: i + 1]) for i in ends[1:]]
+    costs = [b - a for a, b in zip(prefix, prefix[1:])]
+
+    def total(count: int) -> int:
+        return sum(k * c for k, c in zip(_racing_sizes(count, int(eta), len(indices)), costs))
+
+    if budget_nfe is not None:
+        if total(1) > budget_nfe:
+            raise _too_small("racing", budget_nfe, total(1), "one seed over the full schedule", total(1))
+        while total(n) > budget_nfe:
+            n -= 1
+    sizes = _racing_sizes(n, int(eta), len(indices))
+    return RacingPlan(n=n, eta=int(eta), rungs=indices, sizes=sizes, segments=segments, costs=costs, total=total(n))
+
+
 _PLANS = {"random": plan_random, "zero_order": plan_zero_order, "paths": plan_paths, "smc": plan_smc,
-          "trust_region": plan_trust_region, "evolution": plan_evolution}
+          "trust_region": plan_trust_region, "evolution": plan_evolution, "racing": plan_racing}
 _CHECKS = {"step_cos": check_step_cos, "top_k": check_top_k, "grow": check_grow, "shrink": check_shrink,
            "min_cos": check_min_cos, "patience": check_patience,
            "mutation": check_mutation}  # parameters no plan needs, checked all the same

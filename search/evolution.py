@@ -64,7 +64,7 @@ def evolutionary_search(problem: SearchProblem, *, n: int = 4, generations: int 
             run.run_chunk(stack_rows(problem, rows), problem.sigmas, [c for c, _ in chunk], final=True,
                           init=rows.__getitem__)
 
-    population = [(Candidate(id=i, parent=None, round=0, kind="initial"), problem.noise(i))
+    population = [(Candidate(id=i, parent=None, round=0, kind="initial", plain=True), problem.noise(i))
                   for i in range(plan.generations[0])]  # (candidate, its initial noise)
     sample(population)
     next_id = len(population)

@@ -21,7 +21,7 @@ def random_search(problem: SearchProblem, *, n: int = 8, budget_nfe: Optional[in
     run = Tracker(problem, plan.total, top_k, stop_score)
     for ids in chunks(range(plan.n), problem.max_batch):
         noises = [problem.noise(i) for i in ids]
-        batch = [Candidate(id=i, parent=None, round=0, kind="initial") for i in ids]
+        batch = [Candidate(id=i, parent=None, round=0, kind="initial", plain=True) for i in ids]
         run.run_chunk(stack_rows(problem, noises), problem.sigmas, batch, final=True, init=noises.__getitem__)
         if run.stop_within(batch):
             break

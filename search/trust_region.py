@@ -50,7 +50,8 @@ def _propose(region: Region, k: int, i: int, r: int, problem: SearchProblem, bas
              step_cos: float) -> tuple:
     """Candidate ``i`` of region ``k`` in round ``r``: a fresh noise if it restarts, else a point on its cap."""
     if region.restart:
-        return Candidate(id=i, parent=None, round=r, kind="restart", extra={"region": k}), problem.noise(i)
+        restart = Candidate(id=i, parent=None, round=r, kind="restart", plain=True, extra={"region": k})
+        return restart, problem.noise(i)
     cos = _cos(region.angle, base_angle, step_cos)
     row = sphere_neighbour(region.noise, problem.noise(i), cos)
     return Candidate(id=i, parent=region.centre.id, round=r, kind="region", extra={"region": k, "cos": cos}), row
@@ -101,7 +102,8 @@ def trust_region_search(problem: SearchProblem, *, n: int = 8, regions: int = 2,
     plan = plan_trust_region(nfe_fn(problem.cost), problem.sigmas, n=n, regions=regions, per_region=per_region,
                              rounds=rounds, budget_nfe=budget_nfe)
     run = Tracker(problem, plan.total, top_k, stop_score)
-    initial = [(Candidate(id=i, parent=None, round=0, kind="initial"), problem.noise(i)) for i in range(plan.n)]
+    initial = [(Candidate(id=i, parent=None, round=0, kind="initial", plain=True), problem.noise(i))
+               for i in range(plan.n)]
     _run(run, problem, initial)
     base_angle = math.acos(step_cos)
     ranked = sorted(initial, key=lambda e: (-e[0].score, e[0].id))[: plan.regions]

@@ -57,7 +57,9 @@ class Candidate:
     parent, as Search over Paths' branches are); `from_noise` says its rows start as that noise at the schedule
     start rather than as a partial trajectory; `final` that it was scored on a finished sample; `decode` names
     the decode that made the image it was scored on (set by the scorer). `nfe` is the search's cumulative NFEs
-    when it was scored.
+    when it was scored. `plain` says its trajectory is one uninterrupted stock run from noise(id), so a stock
+    sampler with seed + id reproduces it; an algorithm that integrates a plain candidate in slices (racing) asks
+    the runner to continue that run exactly, sampler state included, rather than to restart from the slice's state.
     """
 
     id: int
@@ -68,6 +70,7 @@ class Candidate:
     from_noise: bool = True
     final: bool = False
     decode: Optional[str] = None
+    plain: bool = False
     sigma: float = 0.0  # noise level its score was taken at
     nfe: int = 0
     score: Optional[float] = None  # with an aggregate: over all finals (finals) or its round (Paths intermediates)
@@ -81,7 +84,7 @@ class Candidate:
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.id, "parent": self.parent, "round": self.round, "kind": self.kind, "root": self.root,
-            "from_noise": self.from_noise, "final": self.final, "decode": self.decode,
+            "from_noise": self.from_noise, "final": self.final, "decode": self.decode, "plain": self.plain,
             "sigma": self.sigma, "nfe": self.nfe, "score": self.score, "members": dict(self.members),
             "extra": dict(self.extra),
         }

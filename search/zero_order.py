@@ -28,7 +28,7 @@ def zero_order_search(problem: SearchProblem, *, n: int = 4, rounds: int = 4, st
     run = Tracker(problem, plan.total, top_k, stop_score)
     sigmas = problem.sigmas
     pivot_noise = problem.noise(0)
-    pivot = Candidate(id=0, parent=None, round=0, kind="initial")
+    pivot = Candidate(id=0, parent=None, round=0, kind="initial", plain=True)
     run.run_chunk(stack_rows(problem, [pivot_noise]), sigmas, [pivot], final=True, init=lambda _: pivot_noise)
     base_angle = angle = math.acos(step_cos)
     next_id = 1

@@ -9,6 +9,7 @@ from noise_search.search import (
     BudgetError,
     estimate_nfe,
     evolutionary_search,
+    racing_search,
     random_search,
     run_search,
     search_over_paths,
@@ -153,16 +154,16 @@ def test_paths_is_deterministic_and_batch_size_invariant():
 def test_dispatcher_runs_each_algorithm_and_names_the_valid_ones():
     assert dict(list(ALGORITHMS.items())[:4]) == {"random": random_search, "zero_order": zero_order_search,
                                                   "paths": search_over_paths, "smc": smc_search}
-    assert ALGORITHMS["evolution"] is evolutionary_search
+    assert ALGORITHMS["evolution"] is evolutionary_search and ALGORITHMS["racing"] is racing_search
     for name, kw in [("random", {"n": 3}), ("zero_order", {"n": 2, "rounds": 2}), ("paths", {"n": 2, "m": 2}),
-                     ("smc", {"n": 3}), ("evolution", {"n": 3, "generations": 2})]:
+                     ("smc", {"n": 3}), ("evolution", {"n": 3, "generations": 2}), ("racing", {"n": 5, "eta": 2})]:
         toy = Toy(steps=20, max_batch=4)
         result = run_search(name, toy.problem(), budget_nfe=1000, **kw)
         assert result.algorithm == name and result.nfe == estimate_nfe(name, toy.sigmas, budget_nfe=1000, **kw)
         direct = ALGORITHMS[name](Toy(steps=20, max_batch=4).problem(), budget_nfe=1000, **kw)
         assert torch.equal(result.best, direct.best)
     valid = "valid: " + ", ".join(sorted(ALGORITHMS))
-    assert valid == "valid: evolution, paths, random, smc, trust_region, zero_order"
+    assert valid == "valid: evolution, paths, racing, random, smc, trust_region, zero_order"
     with pytest.raises(ValueError, match=valid):
         run_search("beam", Toy().problem())
     with pytest.raises(ValueError, match=valid):
