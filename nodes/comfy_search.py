@@ -29,7 +29,8 @@ from .types import SearchNoise
 
 def run_node_search(*, node: str, node_id: Optional[str], guider, sampler, sampler_input: str, sigmas, latent: dict,
                     seed: int, vae, verifier, prompt: Optional[str], settings) -> tuple:
-    """Search every latent batch item; return (latent, image, top_k, noise, report) as the nodes output them."""
+    """Search every latent batch item; return (latent, image, top_k, noise, report, seed) as the nodes output
+    them."""
     start = time.perf_counter()
     check_verifier(node, verifier, prompt)
     check_sampler(node, sampler, sampler_input)
@@ -78,12 +79,43 @@ def run_node_search(*, node: str, node_id: Optional[str], guider, sampler, sampl
     notes += [n for n in spilled if n]
     ancestral = takes_noise_sampler(sampler.sampler_function)
     noise = winning_noise(settings.algorithm, results, seed, samples.dtype, ancestral)
+    best_seed, seed_note = winning_seed(results, seed)
     report = SearchReport(results=results, verifier=verifier.name, members=verifier.members, prompt=prompt,
                           seconds=time.perf_counter() - start, images=[s.images for s in scorers],
                           latents=[s.latents for s in scorers], thumbs=[s.thumbs for s in scorers],
-                          decode=scorers[0].decode, notes=notes + ([noise.note] if noise.note else []))
+                          decode=scorers[0].decode,
+                          notes=notes + [n for n in (noise.note, seed_note) if n])
     announce(report, node_id)
-    return best, image, top_k, noise, report
+    return best, image, top_k, noise, report, best_seed
+
+
+def lineage_start(result: SearchResult, cid: int):
+    """The candidate whose seed began candidate `cid`'s lineage (following parents back to one without)."""
+    by_id = {c.id: c for c in result.candidates}
+    c = by_id[cid]
+    while c.parent is not None and c.parent in by_id:
+        c = by_id[c.parent]
+    return c
+
+
+def winning_seed(results: Sequence[SearchResult], seed: int) -> tuple[int, Optional[str]]:
+    """The `seed` output, item 0's winner's: seed + id where the winner is a plain stock run, else the seed its
+    lineage started from, with the note that says so."""
+    winners = [next(c for c in r.candidates if c.id == r.best_id) for r in results]
+    best = winners[0]
+    if best.plain:
+        note = None
+        if len({w.id if w.plain else None for w in winners}) > 1:
+            note = (f"the seed output {candidate_seed(seed, best.id)} is batch item 0's winner (candidate "
+                    f"{best.id}); the other items' winners are candidates {[w.id for w in winners[1:]]}")
+        return candidate_seed(seed, best.id), note
+    start = lineage_start(results[0], best.id)
+    return candidate_seed(seed, start.id), (
+        f"the winner (candidate {best.id}, {best.kind}) is no plain seed: the seed output "
+        f"{candidate_seed(seed, start.id)} is the seed its lineage started from (candidate {start.id}), which alone "
+        f"does not reproduce it; " + ("the noise output replays the winner" if best.from_noise else
+                                      "it was re-noised mid-way, so no stock sampler replays it: use the latent "
+                                      "output"))
 
 
 def preview_decoder(node: str, mode: str, patcher) -> Optional[PreviewDecoder]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import inspect
 from types import SimpleNamespace
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -36,22 +36,50 @@ def takes_noise_sampler(fn: Callable) -> bool:
         return False
 
 
+class Pause(BaseException):
+    """Raised out of a sampler run at a planned model call; `x` is the sampler's state it was called with.
+    A BaseException, so a sampler that catches Exception cannot swallow it."""
+
+    def __init__(self, x: torch.Tensor):
+        super().__init__("paused")
+        self.x = x
+
+
 class SearchDenoiser(comfy.samplers.KSamplerX0Inpaint):
     """KSamplerX0Inpaint over candidate rows: checks Cancel before every model call, counts calls (NFEs) and
-    keeps the last x0 prediction; `on_eval(sigma, x0)` sees every evaluation."""
+    keeps the last x0 prediction; `on_eval(sigma, x0)` sees every evaluation.
+
+    To continue a paused run exactly, the sampler runs again from the start: the first calls return `replay`
+    (their recorded outputs, no model call) and call `stop_at` raises Pause; `recorded` keeps the live outputs
+    (on the CPU) when `record` is set.
+    """
 
     def __init__(self, model_wrap, sigmas: torch.Tensor, latent_image: torch.Tensor, noise: Optional[torch.Tensor],
-                 on_eval: Optional[Callable] = None):
+                 on_eval: Optional[Callable] = None, replay: Sequence[torch.Tensor] = (),
+                 stop_at: Optional[int] = None, record: bool = False):
         super().__init__(model_wrap, sigmas)
         self.latent_image = latent_image
         self.noise = noise
         self.on_eval = on_eval
+        self.replay, self.stop_at, self.record = replay, stop_at, record
+        self.recorded: list = []
         self.calls = 0
         self.x0: Optional[torch.Tensor] = None
 
+    @property
+    def live_calls(self) -> int:
+        return self.calls - min(self.calls, len(self.replay))
+
     def __call__(self, x, sigma, denoise_mask, model_options={}, seed=None):  # noqa: B006 (ComfyUI's signature)
         comfy.model_management.throw_exception_if_processing_interrupted()
-        out = super().__call__(x, sigma, denoise_mask, model_options=model_options, seed=seed)
+        if self.calls == self.stop_at:
+            raise Pause(x)
+        if self.calls < len(self.replay):
+            out = self.replay[self.calls].to(x.device)
+        else:
+            out = super().__call__(x, sigma, denoise_mask, model_options=model_options, seed=seed)
+            if self.record:
+                self.recorded.append(out.detach().to("cpu"))
         self.calls += 1
         self.x0 = out
         if self.on_eval is not None:

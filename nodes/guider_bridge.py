@@ -19,7 +19,7 @@ import comfy.samplers
 from ..search import run_search
 from ..search.types import Candidate, SearchProblem, SearchResult
 from .comfy_model import auto_rows, reference_target, renoise_for
-from .denoise import SearchDenoiser, function_name, takes_noise_sampler
+from .denoise import Pause, SearchDenoiser, function_name, takes_noise_sampler
 from .noise import ItemNoise
 from .scoring import TAESD, VAE, Scorer
 
@@ -80,6 +80,7 @@ class _Run:
         self.reference_sigma = (reference_target(self.model_sampling, verifier.reference_sigma)
                                 if self.needs_reference else None)
         self.references: dict = {}  # candidate id -> (|sigma - target|, x0 row on the CPU)
+        self.paused: dict = {}  # plain candidate id -> (initial noise, recorded model outputs, state), CPU rows
         self.scored = False
         self.early_notes: list = []
         self.mismatch: set = set()
@@ -107,37 +108,90 @@ class _Run:
         if self.scored:
             self.reload(k)
             self.scored = False
-        fresh = {c.from_noise for c in batch}
-        if len(fresh) != 1:
-            raise RuntimeError("internal: a chunk mixes initial noises and partial trajectories")
-        fresh = fresh.pop()
+        kinds = {(c.from_noise, c.plain) for c in batch}
+        if len(kinds) != 1:
+            raise RuntimeError("internal: a chunk mixes initial noises, partial trajectories and plain runs")
+        fresh, plain = kinds.pop()
+        if plain and len(sigmas) != len(self.sigmas_cpu):
+            return self._continue(x, sigmas, batch)
         x = x.to(self.device, self.dtype)
         sig = sigmas.to(self.device, copy=True)  # uni_pc writes into the sigmas it is given
-        latent = self.rows(self.latent_image, k)
         if fresh:
             if float(sigmas[0]) != float(self.sigmas_cpu[0]):
                 raise RuntimeError("internal: fresh noises must start at the start of the schedule")
-            if self.denoise_mask is not None:
-                self.root_noise.update({c.root: row for c, row in zip(batch, x)})
-            x = self.model_sampling.noise_scaling(sig[0], x, latent, self.max_denoise)
+            x = self._start(x, sig, batch)
         else:
             for c in batch:
                 if c.parent in self.references:
                     self.references.setdefault(c.id, self.references[c.parent])
-        ids = [c.id for c in batch]
-        model_k = SearchDenoiser(self.model_wrap, self.sigmas, latent, self._inpaint_noise(batch, x),
+        model_k = SearchDenoiser(self.model_wrap, self.sigmas, self.rows(self.latent_image, k),
+                                 self._inpaint_noise(batch, x),
                                  on_eval=self._capture(batch) if self.needs_reference else None)
+        x_end = self._sample(model_k, x, sig, batch)
+        self._count(model_k, self.owner.cost(sigmas), sigmas)
+        return x_end, model_k.x0
+
+    def _start(self, noise: torch.Tensor, sig: torch.Tensor, batch: Sequence[Candidate]) -> torch.Tensor:
+        """Initial noise rows -> the sampler's starting state, as KSAMPLER.sample scales them."""
+        if self.denoise_mask is not None:
+            self.root_noise.update({c.root: row for c, row in zip(batch, noise)})
+        return self.model_sampling.noise_scaling(sig[0], noise, self.rows(self.latent_image, len(batch)),
+                                                 self.max_denoise)
+
+    def _sample(self, model_k: SearchDenoiser, x: torch.Tensor, sig: torch.Tensor,
+                batch: Sequence[Candidate]) -> torch.Tensor:
+        """The user's sampler function over `sig` from state `x`, with the conds, mask and per-row noise."""
         extra_args = dict(self.extra_args)
-        extra_args["denoise_mask"] = self.rows(self.denoise_mask, k)
+        extra_args["denoise_mask"] = self.rows(self.denoise_mask, len(batch))
         kwargs = dict(self.owner.user.extra_options)
         if takes_noise_sampler(self.fn) and kwargs.get("noise_sampler") is None:
-            kwargs["noise_sampler"] = self.owner.noise.noise_sampler(self.fn, x, sig, ids)
-        x_end = self.fn(model_k, x, sig, extra_args=extra_args, callback=None, disable=True, **kwargs)
-        expected = self.owner.cost(sigmas)
-        if model_k.calls != expected:
-            self.mismatch.add((model_k.calls, expected))
+            kwargs["noise_sampler"] = self.owner.noise.noise_sampler(self.fn, x, sig, [c.id for c in batch])
+        return self.fn(model_k, x, sig, extra_args=extra_args, callback=None, disable=True, **kwargs)
+
+    def _count(self, model_k: SearchDenoiser, expected: int, sigmas: torch.Tensor) -> None:
+        if model_k.live_calls != expected:
+            self.mismatch.add((model_k.live_calls, expected))
         if model_k.x0 is None:
             raise RuntimeError(f"the sampler made no model call over sigmas {sigmas.tolist()}")
+
+    def _continue(self, x: torch.Tensor, sigmas: torch.Tensor, batch: Sequence[Candidate]):
+        """Plain candidates over a slice of the schedule (racing): one uninterrupted stock run, paused at the
+        slice's end. The sampler runs from each seed's noise over the whole schedule again, replaying the recorded
+        model outputs up to the slice's start (no model call) and pausing at the call that begins its end, so
+        multistep history and ancestral noise carry on exactly as in a stock run."""
+        full = self.sigmas_cpu
+        start = _offset(full, sigmas)
+        end = start + len(sigmas) - 1
+        cost = self.owner.cost
+        done = cost(full[: start + 1]) if start > 0 else 0
+        stop_at = cost(full[: end + 1]) if end < len(full) - 1 else None
+        if start == 0:
+            noise = x.detach().to("cpu")
+            replay: list = []
+        else:
+            paused = [self.paused.pop(c.id, None) for c in batch]
+            self.paused = {i: p for i, p in self.paused.items() if len(p[1]) >= done}  # dropped at earlier rungs
+            if any(p is None or len(p[1]) != done or not torch.equal(p[2], row.detach().to("cpu"))
+                   for p, row in zip(paused, x)):
+                raise RuntimeError(f"internal: candidates {[c.id for c in batch]} continue no run paused at step "
+                                   f"{start}")
+            noise = torch.stack([p[0] for p in paused])
+            replay = [torch.stack([p[1][j] for p in paused]) for j in range(done)]
+        sig = self.sigmas.to(self.device, copy=True)
+        x = self._start(noise.to(self.device, self.dtype), sig, batch)
+        model_k = SearchDenoiser(self.model_wrap, self.sigmas, self.rows(self.latent_image, len(batch)),
+                                 self._inpaint_noise(batch, x),
+                                 on_eval=self._capture(batch) if self.needs_reference else None,
+                                 replay=replay, stop_at=stop_at, record=stop_at is not None)
+        try:
+            x_end = self._sample(model_k, x, sig, batch)
+        except Pause as pause:
+            x_end = pause.x
+        self._count(model_k, (stop_at if stop_at is not None else cost(full)) - done, sigmas)
+        if stop_at is not None:
+            outputs = replay + model_k.recorded
+            for i, c in enumerate(batch):
+                self.paused[c.id] = (noise[i], [o[i] for o in outputs], x_end[i].detach().to("cpu"))
         return x_end, model_k.x0
 
     def _inpaint_noise(self, batch: Sequence[Candidate], x: torch.Tensor) -> Optional[torch.Tensor]:
@@ -196,3 +250,11 @@ class _Run:
         drift = [f"NFE count drifted: the sampler made {calls} model calls where its dry run counted {expected}"
                  for calls, expected in sorted(self.mismatch)]
         return self.early_notes + drift
+
+
+def _offset(full: torch.Tensor, part: torch.Tensor) -> int:
+    """Where the slice `part` starts in the schedule `full`."""
+    for i in range(len(full) - len(part) + 1):
+        if torch.equal(full[i: i + len(part)], part):
+            return i
+    raise RuntimeError(f"internal: sigmas {part.tolist()} are no slice of the schedule {full.tolist()}")

@@ -29,6 +29,7 @@ PARAMS = {
                      "tr_min_cos": "min_cos"},
     "evolution": {"candidates": "n", "evo_generations": "generations", "evo_elite": "elite",
                   "evo_tournament": "tournament", "evo_mutation": "mutation"},
+    "racing": {"candidates": "n", "race_eta": "eta", "race_rungs": "rungs"},
 }
 COMMON = {"budget_nfe": "budget_nfe", "top_k": "top_k", "stop_score": "stop_score"}
 # per algorithm: search parameter -> the node input that sets it (parameter names repeat across algorithms)
@@ -78,10 +79,12 @@ def _search_inputs() -> list:
                                "the best noise. paths: branch and re-noise partial trajectories, keep the best. smc: "
                                "particles steered by the verifier and resampled (Feynman-Kac). trust_region: several "
                                "regions around the best noises that grow and shrink. evolution: a population of "
-                               "noises with elites, tournaments and Gaussian mutation."),
+                               "noises with elites, tournaments and Gaussian mutation. racing: best of N stock "
+                               "seeds, dropping the worst at rungs along the schedule (successive halving)."),
         io.Int.Input("candidates", default=4, min=1, max=4096,
                      tooltip="random: N seeds tried. zero_order: neighbours per round. paths: paths kept per round. "
-                             "smc: particles. trust_region: initial seeds. evolution: population size."),
+                             "smc: particles. trust_region: initial seeds. evolution: population size. racing: "
+                             "seeds that start the race."),
         io.Int.Input("zo_rounds", default=ZO_ROUNDS, min=0, max=1000,
                      tooltip="zero_order only: rounds of neighbours after the seed's own noise."),
         io.Float.Input("zo_step_cos", default=ZO_STEP_COS, min=0.0, max=0.999, step=0.005, round=0.0001,
@@ -120,6 +123,20 @@ def _search_inputs() -> list:
                                "reference go through ComfyUI's TAESD preview decoder (models/vae_approx), finished "
                                "candidates through the VAE. TAESD for all: every score through TAESD. Output images "
                                "are always decoded by the VAE."),
+        *_racing_inputs(),
+    ]
+
+
+def _racing_inputs() -> list:
+    """Racing's inputs: optional, after every earlier input (saved workflows keep their widget order)."""
+    return [
+        io.Int.Input("race_eta", default=_default("racing", "eta"), min=2, max=64, optional=True,
+                     tooltip="racing only: at each rung the best 1 in race_eta candidates go on (2 = halving)."),
+        io.String.Input("race_rungs", default=", ".join(f"{t:g}" for t in _default("racing", "rungs")),
+                        optional=True,
+                        tooltip="racing only: where candidates are compared and cut, as trajectory times separated "
+                                "by commas (1 = pure noise, 0 = clean), scored on their x0 previews (scoring_decode "
+                                "TAESD makes rungs cheap)."),
     ]
 
 
@@ -189,6 +206,11 @@ def search_outputs() -> list:
                                 "winner's root noise, which does not)."),
         SearchReportType.Output("report", display_name="report",
                                 tooltip="Every candidate's scores, for the Score Viewer."),
+        io.Int.Output("winning_seed", display_name="seed",
+                      tooltip="The seed whose stock KSampler run reproduces the winner (same size, steps, sampler "
+                              "and model): always for random and racing. Where the winner is no plain seed (a "
+                              "neighbour, a re-noised path, a mutated child) it is the seed its lineage started "
+                              "from, and the noise output replays the winner."),
     ]
 
 
@@ -232,6 +254,8 @@ class SearchSettings:
     early_exit: bool = False
     stop_score: float = 0.0
     scoring_decode: str = FULL
+    race_eta: int = _default("racing", "eta")
+    race_rungs: str = ", ".join(f"{t:g}" for t in _default("racing", "rungs"))
 
     def error(self, message: str) -> ValueError:
         return ValueError(f"{self.node}: {message}")

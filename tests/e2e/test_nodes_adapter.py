@@ -22,7 +22,7 @@ empty = {"samples": torch.zeros(1, 16, 8, 8)}
 
 # Candidates equal stock runs with seed + i, for an ancestral and a Brownian-tree SDE sampler.
 for name in ("euler_ancestral", "dpmpp_2m_sde"):
-    lat, img, topk, noise, report = search(empty, 40, name)
+    lat, img, topk, noise, report, seed_out = search(empty, 40, name)
     r = report.results[0]
     out[f"stock_{name}"] = [max_diff(report.latents[0][i], stock(empty, 40 + i, name)) for i in range(3)]
     out[f"best_{name}"] = max_diff(lat["samples"][0], report.latents[0][r.best_id])
@@ -38,7 +38,7 @@ out["nfe_heun"] = [r.nfe, r.nfe_planned]
 
 # A batch of 2 latents: candidate i of item b is row b of the stock batch run with seed + i.
 pair = {"samples": torch.zeros(2, 16, 8, 8)}
-lat, img, topk, noise, report = search(pair, 5, "euler", candidates=2, top_k=1)
+lat, img, topk, noise, report, seed_out = search(pair, 5, "euler", candidates=2, top_k=1)
 out["batch"] = [list(lat["samples"].shape), list(img.shape), list(topk["samples"].shape), list(noise.noises.shape),
                 max_diff(report.latents[1][1], stock(pair, 5 + 1, "euler")[1]),
                 max_diff(report.latents[0][0], stock(pair, 5, "euler")[0])]
@@ -60,7 +60,7 @@ guider.set_conds(positive, negative)
 guider.set_cfg(3.0)
 sampler = comfy.samplers.ksampler("euler_ancestral")
 sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "simple", 4).cpu()
-lat, img, topk, noise, report = NoiseSearchSamplerCustom.execute(
+lat, img, topk, noise, report, seed_out = NoiseSearchSamplerCustom.execute(
     Noise_RandomNoise(21), guider, sampler, sigmas, empty, vae, handle(Brightness()), "",
     **dict(SET, algorithm="zero_order", candidates=2, zo_rounds=2)).args
 replay = SamplerCustomAdvanced().sample(noise, guider, sampler, sigmas, empty)[0]["samples"]
@@ -69,7 +69,7 @@ out["custom"] = [max_diff(replay, lat["samples"]), max_diff(plain[0], report.lat
                  report.results[0].nfe, report.results[0].nfe_planned, noise.seed - 21 == report.results[0].best_id]
 
 # Paths: NFEs as planned, every final candidate stored, the NOISE is the root's noise.
-lat, img, topk, noise, report = search(empty, 8, "euler", algorithm="paths", candidates=2)
+lat, img, topk, noise, report, seed_out = search(empty, 8, "euler", algorithm="paths", candidates=2)
 r = report.results[0]
 finals = [c.id for c in r.candidates if c.sigma == 0.0]
 best = next(c for c in r.candidates if c.id == r.best_id)

@@ -62,7 +62,7 @@ def taesd_image(latent):
 
 # TAESD for all: every score on TAESD previews of the final latents; the outputs are VAE decodes
 v = Brightness()
-lat, image, top, noise, report = search(empty, 1, "euler", verifier=handle(v), candidates=4, top_k=2,
+lat, image, top, noise, report, seed_out = search(empty, 1, "euler", verifier=handle(v), candidates=4, top_k=2,
                                         scoring_decode="TAESD for all")
 r = report.results[0]
 seen = torch.cat([images for images, _ in v.seen])
@@ -76,14 +76,14 @@ out["all"] = {
 }
 
 # TAESD for x0 previews: paths scores its intermediate x0 predictions on TAESD, finished candidates on the VAE
-lat, image, top, noise, report = search(empty, 2, "euler", algorithm="paths", candidates=2, paths_branches=2,
+lat, image, top, noise, report, seed_out = search(empty, 2, "euler", algorithm="paths", candidates=2, paths_branches=2,
                                         scoring_decode="TAESD for x0 previews")
 r = report.results[0]
 out["x0"] = sorted({(c.final, c.decode) for c in r.candidates if c.decode is not None})
 
 # full VAE (the default): the `keep` best full images stay while scoring, then exactly the winners
 v = Brightness()
-lat, image, top, noise, report = search(empty, 4, "euler", verifier=handle(v), candidates=6, top_k=2)
+lat, image, top, noise, report, seed_out = search(empty, 4, "euler", verifier=handle(v), candidates=6, top_k=2)
 r = report.results[0]
 seen = torch.cat([images for images, _ in v.seen])
 best_rest = sorted(set(range(6)) - {r.best_id, *r.topk_ids})

@@ -146,7 +146,7 @@ def fix_with_ratios(model, latent_image, downscale_ratio_spacial=None, downscale
     return stock_fix(model, latent_image)
 comfy.sample.fix_empty_latent_channels = fix_with_ratios
 hinted = {"samples": torch.zeros(1, 4, 8, 8), "downscale_ratio_spacial": 8, "custom": "kept"}
-lat, img, topk, noise, report = search(hinted, 9, "euler", candidates=2)
+lat, img, topk, noise, report, seed_out = search(hinted, 9, "euler", candidates=2)
 comfy.sample.fix_empty_latent_channels = stock_fix
 newer["ratios"] = [seen_ratios[-1:], sorted(lat), sorted(topk), list(lat["samples"].shape),
                    noise.generate_noise({"samples": lat["samples"]}).shape[1]]
