@@ -264,6 +264,55 @@ def _draw_lineage(draw, result: SearchResult, x0, y0, width, t, picked) -> int:
     return LINEAGE_H
 
 
+def _bracket_columns(result: SearchResult) -> list:
+    """Racing: per segment, the candidates that ran it, best first by the score they reached at its end."""
+    rungs = len(result.config.get("rung_steps", []))
+    columns = []
+    for j in range(rungs + 1):
+        def reached(c, j=j):
+            if j == rungs:
+                return c.score if c.final else -math.inf
+            return c.extra["rungs"][j]["score"]
+        ran = [c for c in result.candidates if (c.extra.get("dropped_at") or rungs + 1) > j]
+        columns.append([c.id for c in sorted(ran, key=lambda c: (-reached(c), c.id))])
+    return columns
+
+
+def _draw_bracket(draw, result: SearchResult, x0, y0, width, t, picked) -> int:
+    """Racing's bracket: a column per segment, each seed's line running on while it survives."""
+    f, fs = _font(13), _font(11)
+    draw.text((x0, y0), "Racing bracket (each column: the seeds that ran to its rung, best first; gold: the winner)",
+              font=f, fill=t["fg"])
+    columns = _bracket_columns(result)
+    steps = result.config.get("rung_steps", [])
+    rho = result.config.get("rung_rho", [])
+    top, bottom = y0 + 40, y0 + LINEAGE_H - 10
+    left, right = x0 + 24, x0 + width - 24
+    step = (bottom - top) / max(len(columns[0]), 1)
+    radius = max(2.0, min(11.0, step / 2 - 1))
+    pos = {}
+    for j, ids in enumerate(columns):
+        x = left + (right - left) * (j + 0.5) / len(columns)
+        for k, cid in enumerate(ids):
+            pos[j, cid] = (x, top + step * (k + 0.5))
+        label = (f"rung {j + 1}, step {steps[j]}, rho {fmt_score(rho[j])}" if j < len(steps) else "final")
+        draw.text((x - draw.textlength(label, font=fs) / 2, y0 + 20), label, font=fs, fill=t["muted"])
+    for (j, cid), xy in pos.items():
+        if (j + 1, cid) in pos:
+            hot = cid == result.best_id
+            draw.line((*xy, *pos[j + 1, cid]), fill=t["best"] if hot else t["edge"], width=3 if hot else 1)
+    for (_, cid), (x, y) in pos.items():
+        fill = t["best"] if cid == result.best_id else t["pick"] if cid == picked else t["node"]
+        draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=fill, outline=t["muted"])
+        if radius >= 7:
+            draw.text((x - draw.textlength(str(cid), font=fs) / 2, y - 7), str(cid), font=fs,
+                      fill=t["bg"] if cid == result.best_id else t["fg"])
+    return LINEAGE_H
+
+
+LINEAGES = {"zero_order": _draw_lineage, "paths": _draw_lineage, "racing": _draw_bracket}
+
+
 def _header(draw, report: SearchReport, item: int, x0, y0, width, t) -> int:
     r = report.results[item]
     f, fs = _font(15), _font(12)
@@ -296,7 +345,7 @@ def render_report(report: SearchReport, *, width: int = 1024, theme: str = "dark
     heights = []
     for i, r in enumerate(report.results):
         lines = 1 + len(_member_names(report, r))
-        lineage = LINEAGE_H + PAD if r.algorithm in ("zero_order", "paths") and r.candidates else 0
+        lineage = LINEAGE_H + PAD if r.algorithm in LINEAGES and r.candidates else 0
         heights.append(44 + PAD + _gallery_height(len(final_ids(report, i)), cols, lines) + PAD + CURVE_H + lineage)
     img = Image.new("RGB", (width, sum(heights) + PAD * (len(heights) + 1)), t["bg"])
     draw = ImageDraw.Draw(img)
@@ -306,7 +355,7 @@ def render_report(report: SearchReport, *, width: int = 1024, theme: str = "dark
         y += _header(draw, report, i, PAD, y, inner, t) + PAD
         y += _draw_gallery(img, draw, report, i, PAD, y, inner, t, pick) + PAD
         y += _draw_curve(draw, r, PAD, y, inner, t, pick)
-        if r.algorithm in ("zero_order", "paths") and r.candidates:
-            y += PAD + _draw_lineage(draw, r, PAD, y + PAD, inner, t, pick)
+        if r.algorithm in LINEAGES and r.candidates:
+            y += PAD + LINEAGES[r.algorithm](draw, r, PAD, y + PAD, inner, t, pick)
         y += PAD
     return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).unsqueeze(0)

@@ -23,6 +23,7 @@ SETTINGS = dict(algorithm="random", candidates=3, zo_rounds=1, zo_step_cos=0.9, 
                 paths_sigma_start=0.75, paths_delta_f=0.25, paths_delta_b=0.5, paths_max_rounds=0, budget_nfe=0,
                 batch_size=0, top_k=2)
 RENOISING = ("paths", "smc")  # re-noise mid-way: the NOISE output alone cannot replay the winner
+PLAIN_WINNERS = ("random", "racing")  # the winner is always a stock seed: the seed output reproduces it
 _ids = itertools.count(1)
 
 
@@ -115,6 +116,8 @@ def expected_nfe(algorithm: str) -> int | None:
         return SETTINGS["candidates"] * STEPS
     if algorithm == "zero_order":
         return (1 + SETTINGS["candidates"] * SETTINGS["zo_rounds"]) * STEPS
+    if algorithm == "racing":  # rungs 0.75, 0.5 at steps 1 and 2 of 4: 3 seeds, then 2, then 1 to the end
+        return 3 * 1 + 2 * 1 + 1 * 2
     return None
 
 
@@ -138,12 +141,23 @@ def search_graph(env, algorithm: str, kind: str, seed: int):
         replay = g.node("SamplerCustomAdvanced", noise=out(ids["search"], 3), guider=out(parts["guider"]),
                         sampler=out(parts["sampler"]), sigmas=out(parts["sigmas"]), latent_image=out(n["latent"]))
         ids["save_replay"] = g.node("SaveLatent", samples=out(replay, 0), filename_prefix=prefix + "_replay")
+    if algorithm in PLAIN_WINNERS:  # the seed output into a stock sampler's seed
+        parts, seed = n["custom"], out(ids["search"], 5)
+        if kind == "ksampler":
+            stock = g.node("KSampler", model=out(n["ckpt"]), positive=out(n["pos"]), negative=out(n["neg"]), seed=seed,
+                           steps=STEPS, cfg=3.0, sampler_name="euler", scheduler="simple", denoise=1.0,
+                           latent_image=out(n["latent"]))
+        else:
+            stock = g.node("SamplerCustomAdvanced", noise=out(g.node("RandomNoise", noise_seed=seed)),
+                           guider=out(parts["guider"]), sampler=out(parts["sampler"]), sigmas=out(parts["sigmas"]),
+                           latent_image=out(n["latent"]))
+        ids["save_stock"] = g.node("SaveLatent", samples=out(stock, 0), filename_prefix=prefix + "_stock")
     return g.nodes, ids
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["ksampler", "custom"])
-@pytest.mark.parametrize("algorithm", ["random", "zero_order", "paths", "smc", "trust_region", "evolution"])
+@pytest.mark.parametrize("algorithm", ["random", "zero_order", "paths", "smc", "trust_region", "evolution", "racing"])
 def test_search_runs_and_reports(algorithm, kind, comfy, comfy_env):
     first = 100 * next(_ids)
     for seed in range(first, first + 5):  # the first seed whose winner is not candidate 0
@@ -179,6 +193,10 @@ def test_search_runs_and_reports(algorithm, kind, comfy, comfy_env):
         replayed = latent_file(comfy_env, run, ids["save_replay"])
         assert torch.equal(best, replayed), (f"best id {item['best_id']}: replaying the NOISE output differs by "
                                              f"{(best - replayed).abs().max().item():.3g}")
+    if algorithm in PLAIN_WINNERS:
+        stock = latent_file(comfy_env, run, ids["save_stock"])
+        assert torch.equal(best, stock), (f"best id {item['best_id']}: the stock sampler with the seed output "
+                                          f"differs by {(best - stock).abs().max().item():.3g}")
 
 
 def test_results_do_not_depend_on_batch_size(comfy, comfy_env):

@@ -167,3 +167,20 @@ def test_spearman_matches_hand_worked_values():
     assert spearman([1, 2, 3], [1, 3, 2]) == pytest.approx(0.5)
     assert spearman([1, 1, 2], [1, 2, 3]) == pytest.approx(0.8660254)  # average ranks for the tie
     assert spearman([1, 2], [1, 2]) is None and spearman([1, 1, 1], [1, 2, 3]) is None
+
+
+def test_the_chart_draws_the_bracket_column_by_column():
+    from noise_search.report import SearchReport
+    from noise_search.report.render import _bracket_columns, render_report
+
+    result = racing_search(Toy(steps=12, max_batch=4, target=0.8).problem(), n=8, eta=2, rungs=(0.75, 0.5))
+    columns = _bracket_columns(result)
+    by_id = {c.id: c for c in result.candidates}
+    assert [len(col) for col in columns] == [8, 4, 2]
+    assert columns[0] == sorted(range(8), key=lambda i: (-by_id[i].extra["rungs"][0]["score"], i))
+    assert set(columns[2]) <= set(columns[1]) <= set(columns[0]) and columns[2][0] == result.best_id
+    report = SearchReport(results=[result], verifier="toy", images=[{}], latents=[{}], thumbs=[{}])
+    racing, plain = render_report(report), render_report(SearchReport(
+        results=[random_search(Toy(steps=12).problem(), n=2)], verifier="toy", images=[{}], latents=[{}],
+        thumbs=[{}]))
+    assert racing.shape[1] > plain.shape[1]  # the bracket panel is drawn

@@ -201,7 +201,31 @@ class ScoreViewer {
       parts.unshift(el("div", { class: "ns-bar" }, el("span", { class: "ns-title" }, "Batch"), select));
     }
     parts.push(this.curve(res), this.gallery(finals, members, res), this.table(finals, members, res));
+    if (res.algorithm === "racing") parts.push(this.bracket(res));
     this.root.replaceChildren(...parts);
+  }
+
+  // Seed racing: every seed's score at each rung, where it was dropped, and its final score if it finished.
+  bracket(res) {
+    const steps = res.config?.rung_steps ?? [];
+    const rho = res.config?.rung_rho ?? [];
+    const reached = (c) => (c.extra?.dropped_at ?? steps.length + 1);
+    const rows = [...res.candidates].sort((a, b) => reached(b) - reached(a)
+      || (b.final ? b.score : b.extra?.rungs?.at(-1)?.score ?? -Infinity) - (a.final ? a.score : a.extra?.rungs?.at(-1)?.score ?? -Infinity)
+      || a.id - b.id);
+    const head = el("tr", {}, el("th", {}, "id"), el("th", {}, "seed"),
+      ...steps.map((s, j) => el("th", { title: `Spearman rho with the final scores: ${rho[j] == null ? "n/a" : fmt(rho[j])}` }, `rung ${j + 1} (step ${s})`)),
+      el("th", {}, "final"), el("th", {}, "outcome"));
+    const body = rows.map((c) => el("tr", { class: [c.id === res.best_id ? "ns-best" : "", c.id === this.pick ? "ns-picked" : ""].join(" "), "data-id": c.id,
+      ...(c.final ? { onclick: () => this.setPick(c.id) } : {}) },
+      el("td", {}, String(c.id)), el("td", {}, `seed + ${c.id}`),
+      ...steps.map((_, j) => el("td", {}, fmt(c.extra?.rungs?.[j]?.score))),
+      el("td", {}, c.final ? fmt(c.score) : "-"),
+      el("td", { class: "ns-outcome" }, c.final ? (c.id === res.best_id ? "winner" : "finished") : c.extra?.dropped_at ? `dropped at rung ${c.extra.dropped_at}` : "not finished (stopped early)")));
+    const agreement = steps.map((s, j) => `rung ${j + 1}: rho ${rho[j] == null ? "n/a" : fmt(rho[j])}`).join(" · ");
+    return el("div", { class: "ns-bracket" }, el("div", { class: "ns-bar" }, el("span", { class: "ns-title" }, `Racing bracket (${res.candidates.length} seeds)`)),
+      el("div", { class: "ns-hint" }, `Rank agreement of rung scores with final scores over the finishers: ${agreement}`),
+      el("table", { class: "ns-table" }, el("thead", {}, head), el("tbody", {}, ...body)));
   }
 
   notes(data) {
