@@ -106,7 +106,7 @@ thumbs_before = {i: report.thumbs[0][i] for i in range(6)}
 budgets = comfy_search.LATENT_RAM, comfy_search.THUMB_RAM
 comfy_search.LATENT_RAM, comfy_search.THUMB_RAM = 2 * 16 * 8 * 8 * 4, 3 * thumbs_before[0].numel()
 try:
-    lat, image, top, noise, spilled = search(empty, 4, "euler", candidates=6, top_k=2)
+    lat, image, top, noise, spilled, seed_out = search(empty, 4, "euler", candidates=6, top_k=2)
 finally:
     comfy_search.LATENT_RAM, comfy_search.THUMB_RAM = budgets
 chart, spilled_latent, spilled_image = NoiseSearchScoreViewer.execute(spilled, other).args
