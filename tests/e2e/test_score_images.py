@@ -223,7 +223,10 @@ def run(verifier, imgs=images, prompt="", top_k=3):
 members = {}
 for rows in (1, 16):
     ens = Ensemble([Channel(0, rows), Channel(1, rows)], mode="rank")
+    steps = []
+    comfy.utils.set_progress_bar_global_hook(lambda value, total, preview, node_id=None: steps.append([value, total]))
     sorted_, best, top, scores, best_index, report = run(handle(ens))
+    comfy.utils.set_progress_bar_global_hook(None)
     order = sorted(range(7), key=lambda i: (-scores[i], i))
     members[rows] = {"calls": ens.members[0].calls, "scores": scores, "best_index": best_index,
                      "ranking": [c.id for c in sorted(report.results[0].candidates, key=lambda c: (-c.score, c.id))],
@@ -231,7 +234,7 @@ for rows in (1, 16):
                      "sorted_ok": bool(torch.equal(sorted_, images[order])),
                      "best_ok": bool(torch.equal(best, images[best_index:best_index + 1])),
                      "top_ok": bool(torch.equal(top, sorted_[:3])), "shape": list(sorted_.shape),
-                     "report_members": report.members}
+                     "report_members": report.members, "progress": steps}
 out["chunks"] = members
 whole = Ensemble([Channel(0, 64), Channel(1, 64)], mode="rank")
 out["whole"] = whole.score(images[..., :3]).tolist()
@@ -240,7 +243,9 @@ folder_paths.set_temp_directory(tempfile.mkdtemp())
 # the viewer takes the report: the picked image is the best, the latent output blocks with the reason
 _, best, _, _, best_index, report = run(handle(Channel(2, 4)))
 chart, latent, picked = NoiseSearchScoreViewer.execute(report, -1).args
-out["viewer"] = {"picked_ok": bool(torch.equal(picked, best[..., :3])), "blocked": isinstance(latent, ExecutionBlocker),
+_, _, repicked = NoiseSearchScoreViewer.execute(report, 3).args
+out["viewer"] = {"repicked_ok": bool(torch.equal(repicked[0], images[3, ..., :3])),
+                 "picked_ok": bool(torch.equal(picked, best[..., :3])), "blocked": isinstance(latent, ExecutionBlocker),
                  "message": getattr(latent, "message", None), "chart": list(chart.shape),
                  "single_scores": [c.score for c in report.results[0].candidates],
                  "expected": images[..., 2].mean(dim=(1, 2)).tolist(), "best_index": best_index}
@@ -275,12 +280,14 @@ def test_score_images_in_a_comfyui_process(tiny_sd3_dir):
     assert one["scores"] == many["scores"] == pytest.approx(out["whole"], abs=0)
     assert one["ranking"] == many["ranking"] == sorted(range(7), key=lambda i: (-out["whole"][i], i))
     assert one["best_index"] == many["best_index"] == one["ranking"][0]
+    assert one["progress"] == [[i, 7] for i in range(1, 8)] and many["progress"] == [[7, 7]]  # a step per chunk
     assert one["member_scores"] == many["member_scores"]
     assert set(one["member_scores"][0]) == {"channel0", "channel1"} == set(one["report_members"])
     for r in (one, many):
         assert r["sorted_ok"] and r["best_ok"] and r["top_ok"] and r["shape"] == [7, 8, 8, 4]
 
     viewer = out["viewer"]
+    assert viewer["repicked_ok"]  # picking another image outputs it, from the stored images
     assert viewer["picked_ok"] and viewer["blocked"] and "holds images, not latents" in viewer["message"]
     assert viewer["single_scores"] == pytest.approx(viewer["expected"], rel=1e-6)  # a single verifier's own scale
     assert viewer["best_index"] == max(range(7), key=lambda i: viewer["expected"][i])
