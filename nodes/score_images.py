@@ -17,7 +17,7 @@ from ..report import SearchReport
 from ..report.report import make_thumbs
 from ..report.store import TensorStore, spill_note
 from ..search._common import record_scores
-from ..search.score_set import rank_set
+from ..search.score_set import rank_set, ranking
 from ..search.types import Candidate
 from ..verifiers.registry import KINDS, kind_info
 from .checks import check_images, check_scorable, check_verifier
@@ -94,7 +94,7 @@ class NoiseSearchScoreImages(io.ComfyNode):
         node_id = cls.hidden.unique_id if cls.hidden is not None else None
         report = score_images(node, node_id, images, verifier, prompt, top_k)
         result = report.results[0]
-        order = torch.tensor([c.id for c in sorted(result.candidates, key=lambda c: (-c.score, c.id))])
+        order = torch.tensor(ranking(result))
         scores = [float(c.score) for c in result.candidates]  # candidates are in input order
         return io.NodeOutput(images[order], images[result.best_id:result.best_id + 1], images[order[:top_k]],
                              scores, int(result.best_id), report)
