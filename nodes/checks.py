@@ -65,3 +65,25 @@ def check_model(node: str, model_sampling, sigmas: torch.Tensor, samples: torch.
         raise ValueError(f"{node}: this model's sampling ({type(model_sampling).__name__}) ignores the initial noise, "
                          f"so every candidate would be the same image and there is nothing to search: use a plain "
                          f"sampler for this model")
+
+
+def check_images(node: str, images, input_name: str = "images") -> None:
+    """An IMAGE batch `[B, H, W, 3 or 4]` with at least one image; a MASK `[B, H, W]` is named as such."""
+    if not isinstance(images, torch.Tensor):
+        raise ValueError(f"{node}: the {input_name} input must be an IMAGE batch, got {type(images).__name__}")
+    if images.ndim == 3:
+        raise ValueError(f"{node}: the {input_name} input got a MASK {tuple(images.shape)} (no colour channels): "
+                         f"connect an IMAGE, not a MASK (e.g. a VAE Decode or Load Image image output)")
+    if images.ndim != 4 or images.shape[-1] not in (3, 4):
+        raise ValueError(f"{node}: the {input_name} input has shape {tuple(images.shape)}; an IMAGE batch is "
+                         f"[batch, height, width, 3 or 4 channels]: connect an IMAGE")
+    if images.shape[0] == 0:
+        raise ValueError(f"{node}: the {input_name} input is an empty batch (0 images): connect at least one image")
+
+
+def check_scorable(node: str, handle: LoadedVerifier) -> None:
+    """Finished images alone: a verifier that compares with a mid-sampling x0 prediction cannot score them."""
+    if "reference" in handle.verifier.needs:
+        raise ValueError(f"{node}: verifier '{handle.name}' compares each image with its x0 prediction at sigma "
+                         f"{handle.verifier.reference_sigma}, which only a sampling run has: use a verifier that "
+                         f"scores finished images (any kind but self_similarity)")

@@ -8,6 +8,7 @@ import secrets
 
 import numpy as np
 import torch
+from comfy_execution.graph_utils import ExecutionBlocker
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
@@ -56,6 +57,16 @@ def _chart_metadata(report_json: dict, hidden) -> PngInfo | None:
     return info
 
 
+def picked_latent(report: SearchReport, picked: list) -> object:
+    """The picked candidates' LATENT; a report of images that were never latents (Score Images) blocks whatever
+    uses the latent output, with the reason, instead of handing on something that is not a latent."""
+    if report.latents:
+        return {"samples": torch.stack([report.latents[i][cid] for i, cid in enumerate(picked)])}
+    algorithm = report.results[0].algorithm if report.results else "?"
+    return ExecutionBlocker(f"Score Viewer: the report ({algorithm}) holds images, not latents, so its latent output "
+                            f"is empty: use the image output (or VAE Encode it)")
+
+
 class NoiseSearchScoreViewer(io.ComfyNode):
     """Chart + interactive viewer of a search; `pick` selects which final candidate goes out (-1 = the best)."""
 
@@ -70,7 +81,8 @@ class NoiseSearchScoreViewer(io.ComfyNode):
                         "report, without sampling again. Click a candidate in the viewer to pick it.",
             is_output_node=True,
             inputs=[
-                SearchReportType.Input("report", tooltip="The report output of a Noise Search sampler."),
+                SearchReportType.Input("report", tooltip="The report output of a Noise Search sampler or of "
+                                                         "Score Images."),
                 io.Int.Input("pick", default=-1, min=-1, max=2**31 - 1,
                              tooltip="Candidate id to output; -1 = the best. Must be a final candidate "
                                      "(shown in the viewer's gallery)."),
@@ -79,7 +91,8 @@ class NoiseSearchScoreViewer(io.ComfyNode):
                 io.Image.Output("chart", display_name="chart",
                                 tooltip="The report chart: gallery, score curve, lineage."),
                 io.Latent.Output("latent", display_name="latent",
-                                 tooltip="The picked candidate's final latent, one per batch item."),
+                                 tooltip="The picked candidate's final latent, one per batch item (none for a "
+                                         "Score Images report: use image)."),
                 io.Image.Output("image", display_name="image",
                                 tooltip="The picked candidate's decoded image, one per batch item."),
             ],
@@ -92,7 +105,7 @@ class NoiseSearchScoreViewer(io.ComfyNode):
                             f"got {type(report).__name__}")
         picked = pick_ids(report, pick)
         image = torch.stack([report.image(i, cid) for i, cid in enumerate(picked)])
-        latent = torch.stack([report.latents[i][cid] for i, cid in enumerate(picked)])
+        latent = picked_latent(report, picked)
         chart = render_report(report, width=CHART_WIDTH, picked=picked)
 
         token = secrets.token_hex(4)
@@ -106,4 +119,4 @@ class NoiseSearchScoreViewer(io.ComfyNode):
         arr = (chart[0].numpy() * 255.0).round().astype(np.uint8)
         saved = _save_png(Image.fromarray(arr), f"noise_search_{token}_chart.png",
                           _chart_metadata(report.to_dict(), cls.hidden))
-        return io.NodeOutput(chart, {"samples": latent}, image, ui={"images": [saved], "noise_search": [data]})
+        return io.NodeOutput(chart, latent, image, ui={"images": [saved], "noise_search": [data]})

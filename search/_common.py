@@ -8,7 +8,7 @@ from typing import Callable, Iterable, Iterator, Optional, Sequence
 import torch
 
 from .budget import SettingError, check_top_k
-from .types import Candidate, SearchProblem, SearchResult
+from .types import Aggregate, Candidate, SearchProblem, SearchResult
 
 Tensor = torch.Tensor
 
@@ -55,19 +55,28 @@ def _split_score(out, k: int, batch: Sequence[Candidate], aggregate: bool) -> tu
     return values, member_values
 
 
-def aggregate_scores(problem: SearchProblem, cands: Sequence[Candidate]) -> None:
-    """Judge ``cands`` as one comparable set: each score becomes ``problem.aggregate`` over all their raw members.
+def record_scores(batch: Sequence[Candidate], out, aggregate: bool) -> None:
+    """Store score()'s output for ``batch`` on its candidates: scores (None while an aggregate decides them) and
+    every member's raw score."""
+    values, members = _split_score(out, len(batch), batch, aggregate)
+    for j, c in enumerate(batch):
+        c.score = values[j]
+        c.members.update({name: v[j] for name, v in members.items()})
+
+
+def aggregate_scores(aggregate: Optional[Aggregate], cands: Sequence[Candidate]) -> None:
+    """Judge ``cands`` as one comparable set: each score becomes ``aggregate`` over all their raw members.
 
     The one place a set-relative score is decided; without an aggregate, scores are absolute and left as scored.
     """
-    if problem.aggregate is None or not cands:
+    if aggregate is None or not cands:
         return
     names = list(cands[0].members)
     for c in cands:
         if list(c.members) != names:
             raise ValueError(f"score members differ between candidates {cands[0].id} ({names}) and {c.id} "
                              f"({list(c.members)}): every call must return the same members")
-    out = problem.aggregate({n: torch.tensor([c.members[n] for c in cands], dtype=torch.float64) for n in names})
+    out = aggregate({n: torch.tensor([c.members[n] for c in cands], dtype=torch.float64) for n in names})
     values = torch.as_tensor(out).detach().to("cpu", torch.float64).reshape(-1)
     if values.numel() != len(cands):
         raise ValueError(f"aggregate() must return one score per candidate: expected {len(cands)}, "
@@ -146,11 +155,7 @@ class Tracker:
             c.sigma = sigma
             c.final = final
         if score:
-            out = problem.score(x_end if final else x0, sigma, batch)
-            values, members = _split_score(out, len(batch), batch, problem.aggregate is not None)
-            for j, c in enumerate(batch):
-                c.score = values[j]
-                c.members.update({name: v[j] for name, v in members.items()})
+            record_scores(batch, problem.score(x_end if final else x0, sigma, batch), problem.aggregate is not None)
             if final:
                 self._add_finals(batch, x_end, init)
         if log:
@@ -169,7 +174,7 @@ class Tracker:
                 self._offer(c, x_end[j], init, j)
             return
         self._finals.extend((c, x_end[j].detach().to("cpu").clone(), _noise(init, j)) for j, c in enumerate(batch))
-        aggregate_scores(self.problem, [e[0] for e in self._finals])
+        aggregate_scores(self.problem.aggregate, [e[0] for e in self._finals])
         self._top = sorted(self._finals, key=lambda e: (-e[0].score, e[0].id))[: self.top_k]
 
     def reached(self, score: Optional[float]) -> bool:

@@ -61,7 +61,7 @@ def search_over_paths(problem: SearchProblem, *, n: int = 2, m: int = 4, sigma_s
             x_end = run.run_chunk(x, sigmas[lo: hi + 1], batch, final=hi == steps, init=init(batch))
             scored.extend(zip(batch, x_end))
         if hi != steps:  # final branches are all the finals, which the Tracker aggregates
-            aggregate_scores(problem, [c for c, _ in scored])
+            aggregate_scores(problem.aggregate, [c for c, _ in scored])
         pool = sorted(scored, key=lambda e: (-e[0].score, e[0].id))[: plan.n]
         if hi != steps and run.stop_after_round(pool[0][0]):
             tail = (hi, steps)

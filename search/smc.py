@@ -109,7 +109,7 @@ def smc_search(problem: SearchProblem, *, n: int = 8, potential: str = "differen
             identical.extend(_identical_copies(batch, states))
         if hi == steps:
             break
-        aggregate_scores(problem, batch)
+        aggregate_scores(problem.aggregate, batch)
         parents = [particles[a] if r else None for a in ancestors]
         particles = _weigh(batch, states, parents, potential, lam)
         if run.stop_after_round(max(batch, key=lambda c: (c.score, -c.id))):

@@ -99,7 +99,8 @@ class SearchResult:
     best: Tensor  # [*shape] final state of the best candidate
     best_score: float
     best_id: int
-    best_noise: Tensor  # [*shape] initial noise of the best candidate's lineage (its root for paths)
+    best_noise: Optional[Tensor]  # [*shape] initial noise of the best candidate's lineage (its root for paths);
+    # None when nothing was sampled (a scored set, see search.score_set)
     topk: Tensor  # [k, *shape] final states, best first
     topk_ids: list
     topk_scores: list
