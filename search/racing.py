@@ -45,7 +45,7 @@ def racing_search(problem: SearchProblem, *, n: int = 16, eta: int = 2, rungs: S
                 break
         if final:
             break
-        aggregate_scores(problem, [c for c, _ in scored])
+        aggregate_scores(problem.aggregate, [c for c, _ in scored])
         for c, _ in scored:
             c.extra["rungs"].append({"step": hi, "sigma": c.sigma, "score": c.score, "members": dict(c.members)})
         scored.sort(key=lambda e: (-e[0].score, e[0].id))
