@@ -41,7 +41,7 @@ from digits_models import (  # noqa: E402
 )
 
 KEYS = ("method", "budget_nfe", "nfe_spent", "verifier_score", "eval_accuracy", "frechet", "seconds")
-METHODS = ("steps", "random", "zero_order", "paths", "smc", "trust_region", "evolution")
+METHODS = ("steps", "random", "zero_order", "paths", "smc", "trust_region", "evolution", "racing")
 FULL = {"multiples": (1, 4, 16, 64), "seeds": 50}
 QUICK = {"multiples": (1, 4, 16), "seeds": 10}
 ZERO_ORDER = {"n": 4, "step_cos": 0.9}
@@ -51,6 +51,7 @@ SMC = {"potential": "difference", "lam": 10.0, "ess_threshold": 0.5, "sigma_star
 TRUST_REGION = {"regions": 2, "per_region": 2, "step_cos": 0.9}
 TRUST_REGION_INITIAL = 4  # one in this many candidates of a budget is an initial (random) one
 EVOLUTION = {"n": 4, "elite": 2, "tournament": 2, "mutation": 0.5}
+RACING = {"eta": 4, "rungs": (0.8, 0.6)}
 
 
 def to_image(x: torch.Tensor) -> torch.Tensor:
@@ -95,7 +96,7 @@ def method_config(method: str, multiple: int, steps: int) -> tuple[int, dict]:
     alone: the plain sample, then Random's four noises).
     At 1x Paths cannot afford one branch, so it runs unbranched (max_rounds=0): the plain sample. SMC lets the
     budget cut its particles; at 1x it cannot afford re-noising, so it runs one particle without it (delta_f=0):
-    the plain sample.
+    the plain sample. Racing starts as many seeds as the budget pays for (at 1x one: the plain sample).
     """
     if method == "steps":
         return steps * multiple, {"n": 1}
@@ -111,6 +112,8 @@ def method_config(method: str, multiple: int, steps: int) -> tuple[int, dict]:
         return steps, {**TRUST_REGION, "n": max(1, multiple // TRUST_REGION_INITIAL), "rounds": multiple}
     if method == "evolution":
         return steps, {**EVOLUTION, "generations": multiple}  # more than any budget here pays for
+    if method == "racing":
+        return steps, {**RACING, "n": 4096}  # the budget picks how many seeds start
     raise ValueError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
 
 

@@ -8,6 +8,7 @@ the frontend reads it, converted to the API format the frontend would queue, shr
 from __future__ import annotations
 
 import copy
+import io
 import uuid
 
 import pytest
@@ -33,7 +34,7 @@ def shrink(prompt: dict, env) -> dict:
             inputs.update(width=64, height=64, batch_size=1)
         elif kind == "ImageScale":
             inputs.update(width=64, height=64)
-        elif kind == "BasicScheduler":
+        elif kind in ("BasicScheduler", "KSampler"):
             inputs["steps"] = min(inputs["steps"], 4)
         elif kind == "NoiseSearchVerifierLoader":
             inputs["model"] = env.verifier_models[inputs["kind"]]
@@ -139,3 +140,29 @@ def test_workflow_runs_on_tiny_models(path, comfy, comfy_env):
         item = report["items"][0]
         assert item["nfe"] == item["nfe_planned"] > 0
         assert item["best_score"] == max(c["score"] for c in item["candidates"] if c["sigma"] == 0.0)
+
+
+@pytest.mark.comfyui
+def test_the_racing_example_winner_is_the_stock_ksampler_with_its_seed(comfy, comfy_env):
+    """sd15_racing_seed_hires: the search's image and the stock KSampler's fed the `seed` output are the same
+    picture; the hires fix refines the winner at 1.5x."""
+    import numpy as np
+    from PIL import Image
+
+    workflow = load(WORKFLOW_DIR / "sd15_racing_seed_hires.json")
+    prompt = shrink(workflow_to_api(localize(workflow, comfy_env), comfy.object_info()), comfy_env)
+    search = next(i for i, n in prompt.items() if n["class_type"] == "NoiseSearchSampler")
+    assert prompt[search]["inputs"]["algorithm"] == "racing"
+    stock = [i for i, n in prompt.items() if n["class_type"] == "KSampler"]
+    assert all(prompt[i]["inputs"]["seed"] == [search, 5] for i in stock) and len(stock) == 2
+    run = comfy.run(prompt, timeout=300).check()
+
+    def saved(title_prefix):
+        node_id = next(i for i, n in prompt.items() if n["class_type"] == "SaveImage"
+                       and n["inputs"]["filename_prefix"].endswith(title_prefix))
+        (png,) = comfy.images(run, node_id)
+        return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+
+    winner, again, hires = saved("racing_winner"), saved("racing_stock"), saved("racing_hires")
+    assert winner.shape == again.shape == (64, 64, 3) and hires.shape == (96, 96, 3)
+    assert np.abs(winner.astype(int) - again.astype(int)).max() <= 1  # same latent; one VAE decode each
