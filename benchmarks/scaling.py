@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -51,7 +52,7 @@ SMC = {"potential": "difference", "lam": 10.0, "ess_threshold": 0.5, "sigma_star
 TRUST_REGION = {"regions": 2, "per_region": 2, "step_cos": 0.9}
 TRUST_REGION_INITIAL = 4  # one in this many candidates of a budget is an initial (random) one
 EVOLUTION = {"n": 4, "elite": 2, "tournament": 2, "mutation": 0.5}
-RACING = {"eta": 4, "rungs": (0.8, 0.6)}
+RACING = {"eta": 4, "rungs": (0.9, 0.8, 0.6)}
 
 
 def to_image(x: torch.Tensor) -> torch.Tensor:
@@ -112,8 +113,9 @@ def method_config(method: str, multiple: int, steps: int) -> tuple[int, dict]:
         return steps, {**TRUST_REGION, "n": max(1, multiple // TRUST_REGION_INITIAL), "rounds": multiple}
     if method == "evolution":
         return steps, {**EVOLUTION, "generations": multiple}  # more than any budget here pays for
-    if method == "racing":
-        return steps, {**RACING, "n": 4096}  # the budget picks how many seeds start
+    if method == "racing":  # the budget picks how many seeds start; rungs kept on distinct steps of short schedules
+        at = sorted({min(steps - 1, max(1, math.floor((1 - t) * steps + 0.5))) for t in RACING["rungs"]})
+        return steps, {**RACING, "rungs": tuple(1 - i / steps for i in at), "n": 4096}
     raise ValueError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
 
 
