@@ -333,3 +333,38 @@ def test_viewer_in_vue_nodes(chromium, comfy_env):
     assert not gone["connected"] and gone["observers"] == [] and gone["listeners"] == [], gone
     assert our_errors(page) == [], "\n".join(our_errors(page))
     page.close()
+
+
+BRACKET = """() => {
+  const box = window.__viewer.noiseSearchViewer.root.querySelector(".ns-bracket");
+  if (!box) return null;
+  return { title: box.querySelector(".ns-title").textContent, hint: box.querySelector(".ns-hint").textContent,
+           headers: [...box.querySelectorAll("th")].map((th) => th.textContent),
+           rows: [...box.querySelectorAll("tbody tr")].map((tr) => [...tr.children].map((td) => td.textContent)) };
+}"""
+
+
+def test_viewer_shows_the_racing_bracket(chromium, comfy_env):
+    """A racing search: every seed's rung scores and where it was dropped, the finishers and the winner."""
+    page = open_viewer(chromium, comfy_env, sampler={"algorithm": "racing", "candidates": 6, "race_eta": 2,
+                                                     "race_rungs": "0.75, 0.5"})
+    page.evaluate("() => window.comfyAPI.app.app.queuePrompt(0, 1)")
+    page.wait_for_function("() => !!window.__viewer.noiseSearchViewer.data", timeout=300_000)
+    item = page.evaluate(VIEWER_STATE)["data"]["items"][0]
+    bracket = page.evaluate(BRACKET)
+    assert item["algorithm"] == "racing" and bracket is not None
+    assert bracket["title"] == "Racing bracket (6 seeds)"
+    assert bracket["headers"] == ["id", "seed", "rung 1 (step 1)", "rung 2 (step 2)", "final", "outcome"]
+    by_id = {c["id"]: c for c in item["candidates"]}
+    outcomes = {int(r[0]): r[-1] for r in bracket["rows"]}
+    assert sorted(outcomes) == list(range(6))
+    assert sorted(outcomes.values()) == sorted(["dropped at rung 1"] * 3 + ["dropped at rung 2", "finished", "winner"])
+    assert outcomes[item["best_id"]] == "winner"
+    for row in bracket["rows"]:
+        c = by_id[int(row[0])]
+        assert row[2] == fmt_score(c["extra"]["rungs"][0]["score"])
+        assert row[4] == (fmt_score(c["score"]) if c["final"] else "-")
+    assert [int(r[0]) for r in bracket["rows"][:2]] == sorted(
+        (c["id"] for c in item["candidates"] if c["final"]), key=lambda i: -by_id[i]["score"])
+    assert "rung 1: rho" in bracket["hint"] and our_errors(page) == []
+    page.close()
