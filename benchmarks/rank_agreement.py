@@ -19,37 +19,16 @@ import math
 from pathlib import Path
 from typing import Optional, Sequence
 
+from _pack import load_pack  # beside this script
+
+load_pack()
+
+from noise_search.search.stats import ranks, spearman  # noqa: E402, F401 (ranks: part of this script's statistics)
+
 PROMPTS = ("a photograph of an astronaut riding a horse", "a red cube on top of a blue sphere",
            "a watercolor painting of a lighthouse at dusk", "two cats sleeping on a sofa")
 FULL_VAE = "full VAE"
 TOP = 4
-
-
-def ranks(values: Sequence[float]) -> list[float]:
-    """1-based ranks, ties sharing their mean rank."""
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    out = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            out[order[k]] = (i + j) / 2 + 1
-        i = j + 1
-    return out
-
-
-def _pearson(a: Sequence[float], b: Sequence[float]) -> float:
-    ma, mb = sum(a) / len(a), sum(b) / len(b)
-    cov = sum((x - ma) * (y - mb) for x, y in zip(a, b))
-    var = math.sqrt(sum((x - ma) ** 2 for x in a) * sum((y - mb) ** 2 for y in b))
-    return cov / var if var else float("nan")
-
-
-def spearman(a: Sequence[float], b: Sequence[float]) -> float:
-    """Spearman's rho: the Pearson correlation of the ranks (nan when either list is constant)."""
-    return _pearson(ranks(a), ranks(b))
 
 
 def kendall(a: Sequence[float], b: Sequence[float]) -> float:

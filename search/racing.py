@@ -8,6 +8,7 @@ from typing import Optional, Sequence
 
 from ._common import Tracker, aggregate_scores, chunks, stack_rows
 from .budget import nfe_fn, parse_rungs, plan_racing
+from .stats import spearman
 from .types import Candidate, SearchProblem, SearchResult
 
 
@@ -85,33 +86,12 @@ def _initial(problem: SearchProblem, batch: Sequence[Candidate]):
     return lambda row: problem.noise(batch[row].id)
 
 
-def spearman(a: Sequence[float], b: Sequence[float]) -> Optional[float]:
-    """Spearman's rank correlation (average ranks for ties); None for fewer than 3 pairs or a constant side."""
-    if len(a) < 3:
-        return None
-    ra, rb = _ranks(a), _ranks(b)
-    ma, mb = sum(ra) / len(ra), sum(rb) / len(rb)
-    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
-    var = math.sqrt(sum((x - ma) ** 2 for x in ra) * sum((y - mb) ** 2 for y in rb))
-    return cov / var if var > 0 else None
-
-
-def _ranks(values: Sequence[float]) -> list:
-    order = sorted(range(len(values)), key=values.__getitem__)
-    ranks = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[order[k]] = (i + j) / 2
-        i = j + 1
-    return ranks
-
-
 def rung_agreement(candidates: Sequence[Candidate], rungs: int) -> list:
-    """Per rung, Spearman's rho between the rung scores and the final scores of the candidates that finished."""
+    """Per rung, Spearman's rho between the rung scores and the final scores of the candidates that finished; None
+    with fewer than 3 finishers or a constant side."""
     finished = [c for c in candidates if c.final]
-    return [spearman([c.extra["rungs"][j]["score"] for c in finished], [c.score for c in finished])
-            for j in range(rungs)]
+    if len(finished) < 3:
+        return [None] * rungs
+    rho = [spearman([c.extra["rungs"][j]["score"] for c in finished], [c.score for c in finished])
+           for j in range(rungs)]
+    return [None if math.isnan(r) else r for r in rho]

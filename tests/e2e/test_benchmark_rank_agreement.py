@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import save_file
 
+from noise_search.tests.helpers import bench_module
 from noise_search.tests.helpers.comfy_server import comfyui_path
 from noise_search.tests.helpers.tiny_models import make_hf_clip
 from noise_search.tests.helpers.tiny_sd3 import FILENAME, build_tiny_sd3, tiny_taesd_state_dict
@@ -62,9 +63,4 @@ def test_the_full_vae_against_itself_agrees_exactly(base, tmp_path):
 
 
 def _module():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("rank_agreement_e2e", BENCH / "rank_agreement.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return bench_module("rank_agreement")

@@ -1,23 +1,15 @@
 """benchmarks/rank_agreement.py's statistics, checked against values worked out by hand."""
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+from noise_search.tests.helpers import bench_module
 
 
 @pytest.fixture(scope="module")
 def ra():
-    spec = importlib.util.spec_from_file_location("rank_agreement_under_test", BENCH / "rank_agreement.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    return bench_module("rank_agreement")
 
 
 def test_ranks_share_the_mean_rank_on_ties(ra):

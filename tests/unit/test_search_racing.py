@@ -6,7 +6,7 @@ import torch
 
 from noise_search.search import BudgetError, Candidate, SettingError, estimate_nfe, racing_search, random_search
 from noise_search.search.budget import plan_racing, racing_schedule
-from noise_search.search.racing import spearman
+from noise_search.search.stats import spearman
 from noise_search.tests.helpers.tables import BATCHES, aggregate_table, table_search, top_ids
 from noise_search.tests.helpers.toys import Toy, assert_bit_identical, heun_cost, karras
 
@@ -161,12 +161,17 @@ def test_the_report_gives_each_rungs_rank_agreement_with_the_finals():
                for n in result.notes)
 
 
-def test_spearman_matches_hand_worked_values():
-    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
-    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
-    assert spearman([1, 2, 3], [1, 3, 2]) == pytest.approx(0.5)
-    assert spearman([1, 1, 2], [1, 2, 3]) == pytest.approx(0.8660254)  # average ranks for the tie
-    assert spearman([1, 2], [1, 2]) is None and spearman([1, 1, 1], [1, 2, 3]) is None
+def test_rung_agreement_is_none_without_three_finishers_or_with_a_constant_side():
+    from noise_search.search.racing import rung_agreement
+
+    def cand(i, rung, final):
+        c = Candidate(id=i, parent=None, round=0, kind="initial", final=True, score=final)
+        c.extra["rungs"] = [{"score": rung}]
+        return c
+
+    assert rung_agreement([cand(0, 1.0, 2.0), cand(1, 2.0, 1.0)], 1) == [None]
+    assert rung_agreement([cand(i, 1.0, float(i)) for i in range(4)], 1) == [None]
+    assert rung_agreement([cand(i, float(i), float(i)) for i in range(4)], 1) == [pytest.approx(1.0)]
 
 
 def test_the_chart_draws_the_bracket_column_by_column():
