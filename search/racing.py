@@ -55,15 +55,7 @@ def racing_search(problem: SearchProblem, *, n: int = 16, eta: int = 2, rungs: S
         alive = scored[: plan.sizes[r + 1]]
 
     rho = rung_agreement(run.candidates, len(plan.rungs))
-    steps = len(sigmas) - 1
-    notes = ["every finisher is a plain stock run, never re-noised: candidate i is a stock sampler with seed + i; "
-             "the others stopped at the rung that dropped them",
-             f"rungs at step(s) {plan.rungs} of {steps}; candidates per segment {plan.sizes} (1 in {plan.eta} "
-             f"goes on)"]
-    notes += [f"rung {j + 1} (step {step}): Spearman rho between rung and final scores over the "
-              f"{len([c for c in run.candidates if c.final])} finishers: " + (f"{v:.3f}" if v is not None else
-                                                                              "n/a (fewer than 3 finishers)")
-              for j, (step, v) in enumerate(zip(plan.rungs, rho))]
+    notes = _notes(plan, len(sigmas) - 1, rho, sum(c.final for c in run.candidates))
     if plan.n < n:
         notes.append(f"budget_nfe={budget_nfe} pays for {plan.n} of the {n} seeds ({plan.total} NFEs): raise "
                      f"budget_nfe to run them all")
@@ -71,6 +63,19 @@ def racing_search(problem: SearchProblem, *, n: int = 16, eta: int = 2, rungs: S
               "stop_score": stop_score, "n_run": plan.n, "rung_steps": list(plan.rungs), "sizes": list(plan.sizes),
               "rung_rho": rho}
     return run.result("racing", config, notes)
+
+
+def _notes(plan, steps: int, rho: list, finishers: int) -> list[str]:
+    """What the race did, and how well each rung's scores predicted the final ones."""
+    notes = ["every finisher is a plain stock run, never re-noised: candidate i is a stock sampler with seed + i; "
+             "the others stopped at the rung that dropped them",
+             f"rungs at step(s) {plan.rungs} of {steps}; candidates per segment {plan.sizes} (1 in {plan.eta} "
+             f"goes on)"]
+    for j, (step, v) in enumerate(zip(plan.rungs, rho)):
+        value = f"{v:.3f}" if v is not None else "n/a (fewer than 3 finishers, or all scores equal)"
+        notes.append(f"rung {j + 1} (step {step}): Spearman rho between rung and final scores over the {finishers} "
+                     f"finishers: {value}")
+    return notes
 
 
 def _unfinish(run: Tracker, at_rung: dict) -> None:
