@@ -44,13 +44,17 @@ def check_latent(node: str, latent: dict, patcher, vae) -> torch.Tensor:
         raise ValueError(f"{node}: latent_image has 0 items: connect a latent with at least one image "
                          f"(e.g. Empty Latent Image with batch_size 1)")
     samples = fix_empty_latent(patcher, latent)
-    if samples.ndim == 5 and samples.shape[2] != 1:
+    latent_format = patcher.get_model_object("latent_format")
+    video_model = getattr(latent_format, "latent_dimensions", 2) == 3
+    if samples.ndim == 5 and samples.shape[2] != 1 and not video_model:
         raise ValueError(f"{node}: latent_image is a video latent with {samples.shape[2]} frames "
-                         f"{tuple(samples.shape)}: Noise Search scores single images; use an image model and latent")
+                         f"{tuple(samples.shape)} but the model makes images: connect an image latent (e.g. Empty "
+                         f"Latent Image), or a video model (Wan, HunyuanVideo, LTX-Video) for this latent")
     if samples.ndim not in (4, 5):
         raise ValueError(f"{node}: latent_image has shape {tuple(samples.shape)}; Noise Search needs an image latent "
-                         f"[batch, channels, height, width]")
-    model_channels = patcher.get_model_object("latent_format").latent_channels
+                         f"[batch, channels, height, width] or a video latent [batch, channels, frames, height, "
+                         f"width]")
+    model_channels = latent_format.latent_channels
     vae_channels = getattr(vae, "latent_channels", None)
     if vae_channels is not None and vae_channels != model_channels:
         raise ValueError(f"{node}: the vae input decodes {vae_channels}-channel latents but the model makes "

@@ -13,6 +13,7 @@ import comfy.utils
 import folder_paths
 
 from ..report import SearchReport
+from ..report.report import image_batch
 from ..report.store import TensorStore, spill_note
 from ..search.noise import candidate_seed
 from ..search.types import SearchResult
@@ -71,7 +72,7 @@ def run_node_search(*, node: str, node_id: Optional[str], guider, sampler, sampl
         notes += [f"item {b}: {n}" if items > 1 else n for n in search.notes]
 
     best = stock_latent_out(latent, torch.cat(outs))
-    image = torch.stack([s.images[r.best_id] for s, r in zip(scorers, results)])
+    image = image_batch(s.images[r.best_id] for s, r in zip(scorers, results))
     top_k = stock_latent_out({k: v for k, v in latent.items() if k not in ("noise_mask", "batch_index")},
                              torch.stack([s.latents[i] for s, r in zip(scorers, results) for i in r.topk_ids]))
     spilled = [spill_note("final latents", [s.latents for s in scorers], LATENT_RAM),

@@ -11,6 +11,7 @@ import torch
 from ..report.report import make_thumbs
 from ..report.store import TensorStore
 from ..search.types import Candidate, SearchResult
+from ..verifiers.frames import aggregate_frames, select_frames
 from ..verifiers.grading import UnparsedAnswer
 from .preview_decode import TAESD_ALL, PreviewDecoder
 from .types import LoadedVerifier
@@ -46,10 +47,7 @@ class Scorer:
         """Full VAE decode of candidates `ids`' user-space latents; NaN is blamed on the model or the VAE."""
         self._check_finite(latents, ids)
         images = self.vae.decode(latents)
-        if images.ndim == 5:
-            if images.shape[1] != 1:
-                raise ValueError(f"{self.node}: the VAE decoded {images.shape[1]} frames per candidate: Noise Search "
-                                 f"scores single images, not videos")
+        if images.ndim == 5 and images.shape[1] == 1:  # a one-frame latent of a video model: an image
             images = images[:, 0]
         images = images.to("cpu", torch.float32)
         bad = [i for i, image in zip(ids, images) if torch.isnan(image).any()]
@@ -77,14 +75,34 @@ class Scorer:
                              f"--force-fp32 or --bf16-unet) or a lower cfg")
 
     def score(self, images: torch.Tensor, references: Optional[torch.Tensor], batch: Sequence[Candidate]):
-        """Verifier scores (and member scores) of `images`; a grader's unparsable answer names the candidate."""
+        """Verifier scores (and member scores) of `images`; a grader's unparsable answer names the candidate.
+
+        Videos `[B, T, H, W, C]` are scored on the verifier's `frames` spread over each clip, aggregated per video
+        (every member alike); each candidate's frame indices and per-frame scores go to its `extra["frames"]`."""
         self.handle.load()
         verifier = self.handle.verifier
+        video = images.ndim == 5
+        per = 1
+        if video:
+            images, indices = select_frames(images, self.handle.frames)
+            per = len(indices)
+            if references is not None:
+                references = select_frames(references, self.handle.frames)[0]
         try:
             scores = verifier.score(images, self.prompt, references)
         except UnparsedAnswer as e:
-            raise ValueError(f"{self.node}: candidate {batch[e.index].id}: {e}") from e
+            raise ValueError(f"{self.node}: candidate {batch[e.index // per].id}"
+                             f"{f', frame {indices[e.index % per]}' if video else ''}: {e}") from e
         members = verifier.member_scores()
+        if video:
+            raw = {"score": scores, **members} if not members else members
+            for j, c in enumerate(batch):
+                c.extra["frames"] = {"indices": indices, "aggregate": self.handle.frame_aggregate,
+                                     "scores": {name: [float(v) for v in t.reshape(len(batch), per)[j]]
+                                                for name, t in raw.items()}}
+            how = self.handle.frame_aggregate
+            scores = aggregate_frames(scores, len(batch), how)
+            members = {name: aggregate_frames(t, len(batch), how) for name, t in members.items()}
         return (scores, members) if members else scores
 
     def keep_final(self, batch: Sequence[Candidate], latents: torch.Tensor, images: torch.Tensor,

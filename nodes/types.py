@@ -28,6 +28,8 @@ class LoadedVerifier:
     verifier: Verifier
     patchers: list = field(default_factory=list)  # comfy.model_patcher.ModelPatcher, one per member
     label: str = ""
+    frames: int = 4  # a video is scored on this many frames spread over it (verifiers/frames.py)
+    frame_aggregate: str = "mean"  # and its score is their mean or their min
 
     @property
     def name(self) -> str:

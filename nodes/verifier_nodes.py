@@ -15,6 +15,7 @@ from comfy_api.latest import io
 
 from ..verifiers.base import VerifierError
 from ..verifiers.ensemble import MODES, Ensemble
+from ..verifiers.frames import FRAME_AGGREGATES
 from ..verifiers.grading import MODES as GRADER_MODES
 from ..verifiers.loading import KNOWN_MODELS, set_model_dirs
 from ..verifiers.registry import KINDS, describe, kind_info, load_verifier
@@ -161,12 +162,14 @@ class NoiseSearchVerifierLoader(io.ComfyNode):
                 io.String.Input("target", default="",
                                 tooltip="clip_zero_shot / dino_classifier: the class to reward (label text or index)."),
                 *grader_inputs(),
+                *frame_inputs(),
             ],
             outputs=[VerifierType.Output("verifier", display_name="verifier")],
         )
 
     @classmethod
-    def execute(cls, kind, model, device, dtype, allow_download, labels, target, **grader) -> io.NodeOutput:
+    def execute(cls, kind, model, device, dtype, allow_download, labels, target, frames: int = 4,
+                frame_aggregate: str = "mean", **grader) -> io.NodeOutput:
         verifier_dirs()
         options = verifier_options(kind, labels, target, grader_options(kind, grader))
         model = options.pop("model", model)
@@ -182,7 +185,20 @@ class NoiseSearchVerifierLoader(io.ComfyNode):
             raise ValueError(f"Load Verifier: {e}") from e
         patcher = comfy.model_patcher.ModelPatcher(VerifierWeights(verifier.model), load_device=load_device,
                                                    offload_device=offload_device)
-        return io.NodeOutput(LoadedVerifier(verifier=verifier, patchers=[patcher], label=verifier.name))
+        return io.NodeOutput(LoadedVerifier(verifier=verifier, patchers=[patcher], label=verifier.name,
+                                            frames=int(frames), frame_aggregate=frame_aggregate))
+
+
+def frame_inputs() -> list:
+    """How a video is scored: optional, after every earlier input (saved workflows keep their widget order)."""
+    return [
+        io.Int.Input("frames", default=4, min=1, max=1024, optional=True,
+                     tooltip="Video searches only: frames scored per video, spread evenly from the first to the last "
+                             "(3 = first, middle and last). Images ignore it."),
+        io.Combo.Input("frame_aggregate", options=list(FRAME_AGGREGATES), default="mean", optional=True,
+                       tooltip="Video searches only: a video's score is the mean of its frames' scores, or the "
+                               "worst (min), which punishes a clip that falls apart anywhere."),
+    ]
 
 
 def grader_inputs() -> list:
@@ -269,5 +285,12 @@ class NoiseSearchVerifierEnsemble(io.ComfyNode):
             ensemble = Ensemble([h.verifier for h in handles], weights=parse_weights(weights, len(handles)), mode=mode)
         except VerifierError as e:
             raise ValueError(f"Verifier Ensemble: {e}") from e
+        frames = {(h.frames, h.frame_aggregate) for h in handles}
+        if len(frames) > 1:
+            raise ValueError(f"Verifier Ensemble: its verifiers score videos differently (frames, frame_aggregate: "
+                             f"{sorted(frames)}); a video's frames are scored once for all members, so set the same "
+                             f"frames and frame_aggregate on every Load Verifier")
         patchers = list({id(p): p for h in handles for p in h.patchers}.values())
-        return io.NodeOutput(LoadedVerifier(verifier=ensemble, patchers=patchers, label="ensemble"))
+        (count, how), = frames
+        return io.NodeOutput(LoadedVerifier(verifier=ensemble, patchers=patchers, label="ensemble", frames=count,
+                                            frame_aggregate=how))

@@ -18,6 +18,7 @@ from comfy_api.latest import io
 
 from ..report import SearchReport
 from ..report.render import final_ids, pick_ids, render_report
+from ..report.report import image_batch
 from .types import SearchReportType
 
 CHART_WIDTH = 1024
@@ -104,7 +105,7 @@ class NoiseSearchScoreViewer(io.ComfyNode):
             raise TypeError(f"'report' must be the SEARCH_REPORT output of a Noise Search sampler, "
                             f"got {type(report).__name__}")
         picked = pick_ids(report, pick)
-        image = torch.stack([report.image(i, cid) for i, cid in enumerate(picked)])
+        image = image_batch(report.image(i, cid) for i, cid in enumerate(picked))
         latent = picked_latent(report, picked)
         chart = render_report(report, width=CHART_WIDTH, picked=picked)
 

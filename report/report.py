@@ -7,12 +7,26 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from ..verifiers.frames import frame_indices
+
 THUMB_SIZE = 192  # longer side of the thumbnail kept for every final candidate
+
+
+STRIP_FRAMES = 4  # frames side by side in a video candidate's thumbnail
+
+
+def video_strip(videos: torch.Tensor, frames: int = STRIP_FRAMES) -> torch.Tensor:
+    """Videos `[B, T, H, W, C]` -> `[B, H, F * W, C]`: F frames spread over each clip, side by side."""
+    picked = videos[:, frame_indices(videos.shape[1], frames)]
+    return torch.cat(picked.unbind(1), dim=2)
 
 
 def make_thumbs(images: torch.Tensor) -> torch.Tensor:
     """Images `[B, H, W, 3]` in 0..1 (any device) -> uint8 `[B, h, w, 3]` on the CPU, at most THUMB_SIZE on the longer
-    side (bilinear, antialiased): one resize and one host copy for the whole batch."""
+    side (bilinear, antialiased): one resize and one host copy for the whole batch. Videos `[B, T, H, W, 3]` become
+    a strip of frames (video_strip)."""
+    if images.ndim == 5:
+        images = video_strip(images)
     h, w = images.shape[1:3]
     scale = min(1.0, THUMB_SIZE / max(h, w))
     x = images[..., :3].movedim(-1, 1).float()
@@ -47,7 +61,8 @@ class SearchReport:
     decode: Optional[Callable[[torch.Tensor, list], torch.Tensor]] = None  # (latents, their candidate ids)
 
     def image(self, item: int, cid: int) -> torch.Tensor:
-        """Candidate `cid`'s full image: the stored one, else its latent decoded now."""
+        """Candidate `cid`'s full image (a video's frames `[T, H, W, 3]`): the stored one, else its latent decoded
+        now."""
         stored = self.images[item].get(cid) if item < len(self.images) else None
         if stored is not None:
             return stored
@@ -79,3 +94,10 @@ class SearchReport:
             "seconds": round(float(self.seconds), 3), "notes": list(self.notes),
             "items": [r.to_dict() for r in self.results],
         }
+
+
+def image_batch(images) -> torch.Tensor:
+    """Per-item images `[H, W, 3]` -> an IMAGE batch; per-item videos `[T, H, W, 3]` -> their frames one after
+    another, as the stock VAE Decode outputs a video batch."""
+    images = list(images)
+    return torch.cat(images) if images[0].ndim == 4 else torch.stack(images)
