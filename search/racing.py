@@ -48,7 +48,8 @@ def racing_search(problem: SearchProblem, *, n: int = 16, eta: int = 2, rungs: S
             break
         aggregate_scores(problem.aggregate, [c for c, _ in scored])
         for c, _ in scored:
-            c.extra["rungs"].append({"step": hi, "sigma": c.sigma, "score": c.score, "members": dict(c.members)})
+            c.extra["rungs"].append({"step": hi, "sigma": c.sigma, "score": c.score, "members": dict(c.members),
+                                     "decode": c.decode})
         scored.sort(key=lambda e: (-e[0].score, e[0].id))
         for c, _ in scored[plan.sizes[r + 1]:]:
             c.extra["dropped_at"] = r + 1

@@ -80,6 +80,12 @@ lat, image, top, noise, report, seed_out = search(empty, 2, "euler", algorithm="
                                         scoring_decode="TAESD for x0 previews")
 r = report.results[0]
 out["x0"] = sorted({(c.final, c.decode) for c in r.candidates if c.decode is not None})
+# racing: every rung scores x0 previews on TAESD, the finishers are scored on the VAE
+lat, image, top, noise, report, seed_out = search(empty, 2, "euler", algorithm="racing", candidates=4, race_eta=2,
+                                                  race_rungs="0.5", scoring_decode="TAESD for x0 previews")
+r = report.results[0]
+out["race_x0"] = [sorted({rung["decode"] for c in r.candidates for rung in c.extra["rungs"]}),
+                  sorted({c.decode for c in r.candidates if c.final}), len(r.candidates)]
 
 # full VAE (the default): the `keep` best full images stay while scoring, then exactly the winners
 v = Brightness()
@@ -154,6 +160,7 @@ def test_taesd_for_all_scores_on_previews_and_outputs_vae_decodes(ran):
 
 def test_taesd_for_x0_previews_scores_intermediates_only(ran):
     assert ran["x0"] == [[False, "taesd"], [True, "vae"]]
+    assert ran["race_x0"] == [["taesd"], ["vae"], 4]  # racing's rungs are x0 previews too
 
 
 def test_full_images_only_for_the_winners_and_any_other_is_decoded_on_pick(ran):
