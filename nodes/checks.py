@@ -63,6 +63,15 @@ def check_latent(node: str, latent: dict, patcher, vae) -> torch.Tensor:
     return samples
 
 
+def check_video_verifier(node: str, handle: LoadedVerifier, samples: torch.Tensor) -> None:
+    """A verifier that scores whole clips (temporal consistency, motion) has nothing to compare in an image."""
+    video = samples.ndim == 5 and samples.shape[2] > 1
+    if handle.verifier.video and not video:
+        names = [m.name for m in getattr(handle.verifier, "members", [handle.verifier]) if m.video]
+        raise ValueError(f"{node}: verifier {', '.join(names)} scores videos, but latent_image {tuple(samples.shape)} "
+                         f"is an image latent: use an image verifier here, or search a video model's latent")
+
+
 def check_model(node: str, model_sampling, sigmas: torch.Tensor, samples: torch.Tensor) -> None:
     """Refuse models whose sampling discards the initial noise: every candidate would be the same image."""
     if noise_ignored(model_sampling, sigmas[0], samples.shape[1:]):
@@ -87,6 +96,9 @@ def check_images(node: str, images, input_name: str = "images") -> None:
 
 def check_scorable(node: str, handle: LoadedVerifier) -> None:
     """Finished images alone: a verifier that compares with a mid-sampling x0 prediction cannot score them."""
+    if handle.verifier.video:
+        raise ValueError(f"{node}: verifier '{handle.name}' scores videos, and this node scores single images: use an "
+                         f"image verifier")
     if "reference" in handle.verifier.needs:
         raise ValueError(f"{node}: verifier '{handle.name}' compares each image with its x0 prediction at sigma "
                          f"{handle.verifier.reference_sigma}, which only a sampling run has: use a verifier that "

@@ -17,7 +17,7 @@ from ..report.report import image_batch
 from ..report.store import TensorStore, spill_note
 from ..search.noise import candidate_seed
 from ..search.types import SearchResult
-from .checks import check_latent, check_model, check_sampler, check_verifier
+from .checks import check_latent, check_model, check_sampler, check_verifier, check_video_verifier
 from .comfy_model import item_mask, stock_latent_out
 from .denoise import NfeCounter, takes_noise_sampler
 from .guider_bridge import SearchSampler
@@ -42,6 +42,7 @@ def run_node_search(*, node: str, node_id: Optional[str], guider, sampler, sampl
     samples = check_latent(node, latent, patcher, vae)
     model_sampling = patcher.get_model_object("model_sampling")
     check_model(node, model_sampling, sigmas, samples)
+    check_video_verifier(node, verifier, samples)
     cost = NfeCounter(sampler, model_sampling, patcher)
     planned = settings.plan(sigmas, cost, getattr(verifier.verifier, "aggregate", None))
     items = samples.shape[0]

@@ -11,7 +11,7 @@ import torch
 from ..report.report import make_thumbs
 from ..report.store import TensorStore
 from ..search.types import Candidate, SearchResult
-from ..verifiers.frames import aggregate_frames, select_frames
+from ..verifiers.frames import frame_indices
 from ..verifiers.grading import UnparsedAnswer
 from .preview_decode import TAESD_ALL, PreviewDecoder
 from .types import LoadedVerifier
@@ -77,32 +77,29 @@ class Scorer:
     def score(self, images: torch.Tensor, references: Optional[torch.Tensor], batch: Sequence[Candidate]):
         """Verifier scores (and member scores) of `images`; a grader's unparsable answer names the candidate.
 
-        Videos `[B, T, H, W, C]` are scored on the verifier's `frames` spread over each clip, aggregated per video
-        (every member alike); each candidate's frame indices and per-frame scores go to its `extra["frames"]`."""
+        Videos `[B, T, H, W, C]` go to the verifier's `score_video` (image verifiers score the handle's `frames`
+        spread over each clip, aggregated by its `frame_aggregate`); each candidate's frame indices and per-frame
+        scores go to its `extra["frames"]`."""
         self.handle.load()
         verifier = self.handle.verifier
         video = images.ndim == 5
-        per = 1
-        if video:
-            images, indices = select_frames(images, self.handle.frames)
-            per = len(indices)
-            if references is not None:
-                references = select_frames(references, self.handle.frames)[0]
+        frames = frame_indices(images.shape[1], self.handle.frames) if video else [0]
         try:
-            scores = verifier.score(images, self.prompt, references)
+            if video:
+                scores = verifier.score_video(images, self.prompt, references, self.handle.frames,
+                                              self.handle.frame_aggregate)
+            else:
+                scores = verifier.score(images, self.prompt, references)
         except UnparsedAnswer as e:
-            raise ValueError(f"{self.node}: candidate {batch[e.index // per].id}"
-                             f"{f', frame {indices[e.index % per]}' if video else ''}: {e}") from e
-        members = verifier.member_scores()
+            where = f", frame {frames[e.index % len(frames)]}" if video else ""
+            raise ValueError(f"{self.node}: candidate {batch[e.index // len(frames)].id}{where}: {e}") from e
         if video:
-            raw = {"score": scores, **members} if not members else members
+            per_frame = getattr(verifier, "frame_scores", {})
             for j, c in enumerate(batch):
-                c.extra["frames"] = {"indices": indices, "aggregate": self.handle.frame_aggregate,
-                                     "scores": {name: [float(v) for v in t.reshape(len(batch), per)[j]]
-                                                for name, t in raw.items()}}
-            how = self.handle.frame_aggregate
-            scores = aggregate_frames(scores, len(batch), how)
-            members = {name: aggregate_frames(t, len(batch), how) for name, t in members.items()}
+                c.extra["frames"] = {"indices": list(getattr(verifier, "frame_indices", [])),
+                                     "aggregate": self.handle.frame_aggregate,
+                                     "scores": {name: [float(v) for v in t[j]] for name, t in per_frame.items()}}
+        members = verifier.member_scores()
         return (scores, members) if members else scores
 
     def keep_final(self, batch: Sequence[Candidate], latents: torch.Tensor, images: torch.Tensor,

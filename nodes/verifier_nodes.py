@@ -140,7 +140,8 @@ class NoiseSearchVerifierLoader(io.ComfyNode):
         model = io.Combo.Input("model", options=options, default=describe(KINDS[0])["default_model"],
                                tooltip="A file or folder under models/verifiers, or a known model id (found in the "
                                        "Hugging Face cache, or downloaded with allow_download).")
-        model.extra_dict["noise_search_for"] = [k for k in KINDS if not kind_info(k).remote]
+        model.extra_dict["noise_search_for"] = [k for k in KINDS
+                                                if not (kind_info(k).remote or kind_info(k).model_free)]
         return io.Schema(
             node_id="NoiseSearchVerifierLoader",
             display_name="Load Verifier",
@@ -172,7 +173,7 @@ class NoiseSearchVerifierLoader(io.ComfyNode):
                 frame_aggregate: str = "mean", **grader) -> io.NodeOutput:
         verifier_dirs()
         options = verifier_options(kind, labels, target, grader_options(kind, grader))
-        model = options.pop("model", model)
+        model = None if kind_info(kind).model_free else options.pop("model", model)
         if kind_info(kind).remote and not model:
             raise ValueError(f"Load Verifier: kind '{kind}' needs the api_model input: the model name the server "
                              f"at base_url serves")

@@ -6,6 +6,8 @@ from typing import Optional
 
 import torch
 
+from .frames import aggregate_frames, select_frames
+
 
 class VerifierError(RuntimeError):
     """A verifier cannot run: missing model files, missing prompt or labels, bad options. The message names the fix."""
@@ -23,6 +25,7 @@ class Verifier:
     needs: frozenset = frozenset()
     reference_sigma: Optional[float] = None
     batch_size: int = 16  # images per model call
+    video: bool = False  # scores whole clips only (score_video): temporal consistency, motion
 
     def __init__(self) -> None:
         self.model: Optional[torch.nn.Module] = None
@@ -65,6 +68,17 @@ class Verifier:
 
     def _score(self, images: torch.Tensor, prompt: Optional[str], references: Optional[torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
+
+    @torch.no_grad()
+    def score_video(self, videos: torch.Tensor, prompt: Optional[str] = None,
+                    references: Optional[torch.Tensor] = None, frames: int = 4, how: str = "mean") -> torch.Tensor:
+        """Scores `[B]` of videos `[B, T, H, W, 3]`: `frames` frames spread over each clip, scored as images and
+        aggregated by `how` (mean, min); `frame_indices` and `frame_scores` ({name: [B, F]}) keep them."""
+        flat, self.frame_indices = select_frames(videos, frames)
+        refs = None if references is None else select_frames(references, frames)[0]
+        per_frame = self.score(flat, prompt, refs)
+        self.frame_scores = {self.name: per_frame.reshape(videos.shape[0], -1)}
+        return aggregate_frames(per_frame, videos.shape[0], how)
 
     def member_scores(self) -> dict:
         """Per-member scores of the last `score` call (ensembles); empty for single verifiers."""

@@ -120,6 +120,7 @@ class Ensemble(Verifier):
             raise VerifierError(f"ensemble members need references at different sigmas {sorted(sigmas)}; "
                                 f"use one reference sigma")
         self.reference_sigma = sigmas.pop() if sigmas else None
+        self.video = any(v.video for v in self.members)
         self.model = torch.nn.ModuleList([v.model for v in self.members])
         self._last: dict[str, torch.Tensor] = {}
 
@@ -146,6 +147,22 @@ class Ensemble(Verifier):
                 raise VerifierError(f"ensemble member '{name}' returned scores of shape {tuple(s.shape)} "
                                     f"for {images.shape[0]} images")
             raw[name] = s
+        self._last = raw
+        return self.aggregate(raw)
+
+    @torch.no_grad()
+    def score_video(self, videos: torch.Tensor, prompt: Optional[str] = None,
+                    references: Optional[torch.Tensor] = None, frames: int = 4, how: str = "mean") -> torch.Tensor:
+        """Every member scores the videos its own way (image members on frames, video members on whole clips);
+        aggregated over these videos alone. `frame_scores` holds the image members' per-frame scores."""
+        self.check(prompt, references)
+        raw, self.frame_scores, self.frame_indices = {}, {}, []
+        for name, member in zip(self.names, self.members):
+            raw[name] = member.score_video(videos, prompt, references, frames, how).float().cpu()
+            if not member.video:
+                self.frame_indices = member.frame_indices
+                self.frame_scores.update({f"{name}.{k}" if k != member.name else name: v
+                                          for k, v in member.frame_scores.items()})
         self._last = raw
         return self.aggregate(raw)
 

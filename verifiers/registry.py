@@ -28,11 +28,14 @@ class KindInfo:
     options: dict = field(default_factory=dict)
     reference_sigma: Optional[float] = None
     remote: bool = False  # `model` names what a server serves, not a file or folder
+    model_free: bool = False  # reads no model at all
+    video: bool = False  # scores whole videos only
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "needs": sorted(self.needs), "required_options": list(self.required_options),
                 "options": dict(self.options), "default_model": self.default_model, "summary": self.summary,
-                "reference_sigma": self.reference_sigma, "remote": self.remote}
+                "reference_sigma": self.reference_sigma, "remote": self.remote, "model_free": self.model_free,
+                "video": self.video}
 
 
 _BATCH = {"batch_size": "images per model call"}
@@ -85,6 +88,15 @@ _INFO = (
               "mode": "vqascore (needs logprobs) or aspects", "aspects": "aspects mode: comma-separated names",
               "concurrency": "requests in flight at once", "timeout": "seconds per request",
               "retries": "retries after a timeout, 429 or 5xx, with exponential backoff"}, remote=True),
+    KindInfo("temporal_consistency", "video", "load_temporal_consistency", "facebook/dinov2-small",
+             "Videos only: how alike the frames are, cosine of DINOv2 / SigLIP / CLIP features of each frame with the "
+             "first and the previous (VBench subject consistency; 1 = unchanging); pair it with motion",
+             options={"backbone": "auto, clip, dinov2 or siglip", "arch": "open_clip architecture",
+                      "batch_size": "frames per model call"}, video=True),
+    KindInfo("motion", "video", "load_motion", "",
+             "Videos only: mean absolute change between adjacent frames (0 = a still clip, pixel values 0..1); no "
+             "model", options={"size": "longer side the frames are compared at (default 64)"}, model_free=True,
+             video=True),
 )
 KINDS: tuple = tuple(info.kind for info in _INFO)
 _BY_KIND = {info.kind: info for info in _INFO}

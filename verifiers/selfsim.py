@@ -70,20 +70,20 @@ class SelfSimilarity(Verifier):
         return (self.model.encode_images(images) * self.model.encode_images(references)).sum(dim=-1)
 
 
-def _config(folder: Path, source: str) -> Optional[dict]:
+def _config(folder: Path, source: str, verifier: str) -> Optional[dict]:
     path = folder / "config.json"
-    return hf.config_dict(path, "self_similarity", source) if path.is_file() else None
+    return hf.config_dict(path, verifier, source) if path.is_file() else None
 
 
-def infer_backbone(path: Path, source: str = SOURCES) -> str:
+def infer_backbone(path: Path, source: str = SOURCES, verifier: str = "self_similarity") -> str:
     """The backbone a checkpoint holds: config.json's model_type for HF folders, CLIP for open_clip files/folders."""
     if path.is_file() or (path / "open_clip_config.json").is_file():
         return "clip"
-    cfg = _config(path, source)
+    cfg = _config(path, source, verifier)
     kind = _MODEL_TYPES.get(cfg.get("model_type")) if cfg else None
     if kind is None:
         found = f"{path / 'config.json'} says model_type '{cfg.get('model_type')}'" if cfg else "no config.json"
-        raise VerifierError(f"verifier 'self_similarity': cannot tell the backbone of {path} ({found}); "
+        raise VerifierError(f"verifier '{verifier}': cannot tell the backbone of {path} ({found}); "
                             f"expected {EXPECT}, or set the option 'backbone' to one of {', '.join(BACKBONES)}")
     return kind
 
@@ -95,21 +95,21 @@ def _siglip_default(cfg: dict) -> ImagePreprocess:
                            do_crop=False)
 
 
-def _load_hf_vision(folder: Path, kind: str, source: str) -> VisionFeatures:
+def _load_hf_vision(folder: Path, kind: str, source: str, verifier: str) -> VisionFeatures:
     from transformers import Dinov2Model, SiglipVisionModel
 
-    cfg = hf.read_config(folder, "self_similarity", source, tuple(_MODEL_TYPES), "a DINOv2, SigLIP or CLIP model")
+    cfg = hf.read_config(folder, verifier, source, tuple(_MODEL_TYPES), "a DINOv2, SigLIP or CLIP model")
     if _MODEL_TYPES[cfg["model_type"]] != kind:
-        raise VerifierError(f"verifier 'self_similarity': backbone '{kind}' was asked for, but "
+        raise VerifierError(f"verifier '{verifier}': backbone '{kind}' was asked for, but "
                             f"{folder / 'config.json'} says it holds a '{cfg['model_type']}' model; set 'backbone' "
                             f"to auto or to the model's family")
-    weights = hf.weights_file(folder, "self_similarity", source)
+    weights = hf.weights_file(folder, verifier, source)
     if kind == "dinov2":
         net_class, default = Dinov2Model, DINOV2_PREPROCESS
     else:
         net_class, default = SiglipVisionModel, _siglip_default(cfg)
-    preprocess = hf.image_preprocess(folder, "self_similarity", source, default)
-    return VisionFeatures(hf.load_model(net_class, folder, weights, "self_similarity", source), preprocess)
+    preprocess = hf.image_preprocess(folder, verifier, source, default)
+    return VisionFeatures(hf.load_model(net_class, folder, weights, verifier, source), preprocess)
 
 
 def load_self_similarity(model: str = DEFAULT_MODEL, *, allow_download: bool = False, backbone: str = "auto",
@@ -122,22 +122,27 @@ def load_self_similarity(model: str = DEFAULT_MODEL, *, allow_download: bool = F
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise VerifierError(f"verifier 'self_similarity': option 'batch_size' must be a positive integer, "
                             f"got {batch_size!r}")
+    net, kind = load_backbone(model, "self_similarity", allow_download=allow_download, backbone=backbone, arch=arch)
+    return SelfSimilarity(net, kind, batch_size)
+
+
+def load_backbone(model: str, verifier: str, *, allow_download: bool = False, backbone: str = "auto",
+                  arch: Optional[str] = None) -> tuple[torch.nn.Module, str]:
+    """A feature backbone (DINOv2, SigLIP or CLIP; `encode_images` gives L2-normalised features) and its family,
+    for the verifiers that compare image features (self-similarity, temporal consistency)."""
     if backbone not in ("auto", *BACKBONES):
-        raise VerifierError(f"verifier 'self_similarity': unknown backbone '{backbone}'; "
-                            f"use auto, {', '.join(BACKBONES)}")
-    source = model_source(model, "self_similarity", SOURCES)
-    path = resolve(model, verifier="self_similarity", expect=EXPECT, source=source, allow_download=allow_download)
+        raise VerifierError(f"verifier '{verifier}': unknown backbone '{backbone}'; use auto, {', '.join(BACKBONES)}")
+    source = model_source(model, verifier, SOURCES)
+    path = resolve(model, verifier=verifier, expect=EXPECT, source=source, allow_download=allow_download)
     if path.is_file() and (path.parent / "config.json").is_file():
         path = path.parent  # a weights file inside an HF folder
-    kind = infer_backbone(path, source) if backbone == "auto" else backbone
+    kind = infer_backbone(path, source, verifier) if backbone == "auto" else backbone
     if kind == "clip":
         from .clip import load_clip_backbone
 
-        net = load_clip_backbone(str(path), verifier="self_similarity", arch=arch, allow_download=allow_download,
-                                 expect=EXPECT)
-    else:
-        if arch is not None:
-            raise VerifierError(f"verifier 'self_similarity': option 'arch' is for open_clip checkpoints, "
-                                f"not the {kind} backbone")
-        net = _load_hf_vision(path, kind, source)
-    return SelfSimilarity(net, kind, batch_size)
+        return load_clip_backbone(str(path), verifier=verifier, arch=arch, allow_download=allow_download,
+                                  expect=EXPECT), kind
+    if arch is not None:
+        raise VerifierError(f"verifier '{verifier}': option 'arch' is for open_clip checkpoints, not the {kind} "
+                            f"backbone")
+    return _load_hf_vision(path, kind, source, verifier), kind

@@ -70,5 +70,5 @@ def test_a_video_search_runs_through_the_server_into_stock_video_nodes(wan_env, 
     for c in finals:
         frames = c["extra"]["frames"]
         assert frames["indices"] == [0, 2, 4] and frames["aggregate"] == "min"
-        assert c["score"] == pytest.approx(min(frames["scores"]["score"]), abs=1e-5)
+        assert c["score"] == pytest.approx(min(frames["scores"]["clip_score"]), abs=1e-5)
     assert run.outputs["10"]["images"], "Score Viewer drew no chart"

@@ -50,7 +50,7 @@ for how in ("mean", "min"):
     best = next(c for c in r.candidates if c.id == r.best_id)
     frames = best.extra["frames"]
     decoded = wan_vae.decode(lat["samples"])[0]
-    out["frames_" + how] = [frames["indices"], frames["aggregate"], frames["scores"]["score"], best.score,
+    out["frames_" + how] = [frames["indices"], frames["aggregate"], frames["scores"]["brightness"], best.score,
                             [float(decoded[i].float().mean()) for i in frames["indices"]]]
 
 # a racing search on a video: every finisher is the stock run of its seed
@@ -61,11 +61,23 @@ out["racing"] = [max_diff(report.latents[0][c.id], stock(video, 33 + c.id, "eule
                                                                                       "euler_ancestral", model=wan))]
 
 from noise_search.nodes import NoiseSearchVerifierEnsemble
+from noise_search.nodes.score_images import NoiseSearchScoreImages
+from noise_search.verifiers import load_verifier
 one, two = handle(Brightness()), handle(Brightness())
 two.frames = 2
+motion = handle(load_verifier("motion"))
+
+# the recommended video setup: a per-frame image verifier with a video verifier, in one ensemble
+mixed = NoiseSearchVerifierEnsemble.execute(handle(Brightness()), motion, "", "rank").args[0]
+lat, img, topk, noise, report, seed_out = vsearch(34, "euler", verifier=mixed, candidates=3)
+r = report.results[0]
+out["mixed"] = [sorted(c.members) for c in r.candidates], [sorted(c.extra["frames"]["scores"]) for c in r.candidates]
+
 out["errors"] = {
     "image_model": error(lambda: search({"samples": torch.zeros(1, 16, 3, 8, 8)}, 1, "euler")),
     "ensemble_frames": error(lambda: NoiseSearchVerifierEnsemble.execute(one, two, "", "rank")),
+    "motion_on_image": error(lambda: search({"samples": torch.zeros(1, 16, 8, 8)}, 1, "euler", verifier=motion)),
+    "motion_on_images": error(lambda: NoiseSearchScoreImages.execute(torch.rand(2, 8, 8, 3), motion, "", 1)),
 }
 '''
 
@@ -127,3 +139,20 @@ def test_an_ensemble_of_verifiers_that_score_videos_differently_is_refused(resul
     message = result["errors"]["ensemble_frames"]
     assert message is not None and "Verifier Ensemble:" in message
     assert "(2, 'mean'), (4, 'mean')" in message and "same frames and frame_aggregate" in message
+
+
+def test_an_image_verifier_and_a_video_verifier_score_a_video_together(result):
+    members, frame_scores = result["mixed"]
+    assert members == [["brightness", "motion"]] * 3  # motion on the whole clip, brightness on its frames
+    assert frame_scores == [["brightness"]] * 3
+
+
+@pytest.mark.parametrize("case, needles", [
+    ("motion_on_image", ["Noise Search Sampler:", "motion", "scores videos", "image latent"]),
+    ("motion_on_images", ["Score Images:", "motion", "scores videos", "image verifier"]),
+])
+def test_a_video_verifier_on_images_is_refused_before_sampling(result, case, needles):
+    message = result["errors"][case]
+    assert message is not None, f"{case} did not raise"
+    for needle in needles:
+        assert needle in message, message

@@ -16,7 +16,7 @@ from noise_search.verifiers.base import VerifierError
 from noise_search.verifiers.loading import set_model_dirs
 
 ALL_KINDS = ("clip_score", "aesthetic", "pickscore", "hpsv2", "clip_zero_shot", "dino_classifier", "self_similarity",
-             "image_reward", "vlm_grader", "api_grader")
+             "image_reward", "vlm_grader", "api_grader", "temporal_consistency", "motion")
 
 
 def test_kinds_and_package_exports():
@@ -38,6 +38,7 @@ def test_describe_agrees_with_the_loader_and_the_verifier_class(kind):
                if inspect.isclass(c) and getattr(c, "name", None) == kind]
     assert len(classes) == 1
     assert classes[0].needs == info.needs and classes[0].reference_sigma == info.reference_sigma
+    assert classes[0].video == info.video
     d = verifiers.describe(kind)
     assert d["default_model"] == info.default_model and set(d["needs"]) == set(info.needs)
 
