@@ -8,14 +8,14 @@ from __future__ import annotations
 import pytest
 
 from noise_search.tests.helpers.comfy_script import run_in_comfyui
-from noise_search.tests.helpers.tiny_wan import MODEL, VAE, build_tiny_wan
+from noise_search.tests.helpers.tiny_wan import MODEL, MODEL_I2V, VAE, build_tiny_wan
 
 pytestmark = pytest.mark.comfyui
 
 ALGORITHMS = ("random", "zero_order", "paths", "smc", "trust_region", "evolution", "racing")
 
 BODY = r'''
-import comfy.sd, comfy.utils
+import comfy.sd, comfy.utils, nodes
 wan = comfy.sd.load_diffusion_model(__WAN__ + "/__MODEL__")
 wan_vae = comfy.sd.VAE(sd=comfy.utils.load_torch_file(__WAN__ + "/__VAE__"))
 video = {"samples": torch.zeros(1, 16, 2, 4, 4)}  # 5 frames at 32 x 32, as EmptyHunyuanLatentVideo makes them
@@ -73,6 +73,25 @@ lat, img, topk, noise, report, seed_out = vsearch(34, "euler", verifier=mixed, c
 r = report.results[0]
 out["mixed"] = [sorted(c.members) for c in r.candidates], [sorted(c.extra["frames"]["scores"]) for c in r.candidates]
 
+# image to video: WanImageToVideo's start image and CLIP-vision conditioning carried as the stock sampler carries them
+import types
+from comfy_extras.nodes_wan import WanImageToVideo
+wan_i2v = comfy.sd.load_diffusion_model(__WAN__ + "/__MODEL_I2V__")
+g = torch.Generator().manual_seed(5)
+vision = types.SimpleNamespace(penultimate_hidden_states=torch.randn(1, 257, 1280, generator=g))
+ipos, ineg, ilat = WanImageToVideo.execute(positive, negative, wan_vae, 32, 32, 5, 1,
+                                           start_image=torch.rand(1, 32, 32, 3, generator=g),
+                                           clip_vision_output=vision).args
+for name in ("euler", "euler_ancestral"):
+    args = NoiseSearchSampler.execute(wan_i2v, ipos, ineg, ilat, 40, 4, 3.0, name, "simple", 1.0, wan_vae,
+                                      handle(Brightness()), "", **dict(SET, candidates=3)).args
+    report = args[4]
+    stock_i2v = [nodes.common_ksampler(wan_i2v, 40 + i, 4, 3.0, name, "simple", ipos, ineg, ilat)[0]["samples"]
+                 for i in range(3)]
+    out["i2v_" + name] = [type(wan_i2v.model.model_config).__name__,
+                          [max_diff(report.latents[0][i], stock_i2v[i]) for i in range(3)],
+                          max_diff(stock_i2v[0], stock_i2v[1]) > 0]
+
 out["errors"] = {
     "image_model": error(lambda: search({"samples": torch.zeros(1, 16, 3, 8, 8)}, 1, "euler")),
     "ensemble_frames": error(lambda: NoiseSearchVerifierEnsemble.execute(one, two, "", "rank")),
@@ -89,8 +108,8 @@ def tiny_wan_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def result(tiny_sd3_dir, tiny_wan_dir) -> dict:
-    body = (BODY.replace("__WAN__", repr(str(tiny_wan_dir))).replace("__MODEL__", MODEL).replace("__VAE__", VAE)
-            .replace("__ALGORITHMS__", repr(ALGORITHMS)))
+    body = (BODY.replace("__WAN__", repr(str(tiny_wan_dir))).replace("__MODEL_I2V__", MODEL_I2V)
+            .replace("__MODEL__", MODEL).replace("__VAE__", VAE).replace("__ALGORITHMS__", repr(ALGORITHMS)))
     return run_in_comfyui(body, tiny_sd3_dir)
 
 
@@ -156,3 +175,10 @@ def test_a_video_verifier_on_images_is_refused_before_sampling(result, case, nee
     assert message is not None, f"{case} did not raise"
     for needle in needles:
         assert needle in message, message
+
+
+@pytest.mark.parametrize("name", ["euler", "euler_ancestral"])
+def test_image_to_video_conditioning_is_carried_as_the_stock_sampler_carries_it(result, name):
+    kind, diffs, seeds_differ = result["i2v_" + name]
+    assert kind == "WAN21_I2V" and seeds_differ
+    assert diffs == [0.0, 0.0, 0.0]  # start image, mask and CLIP-vision features through the stock guider
