@@ -8,21 +8,7 @@ import io
 
 import pytest
 
-from noise_search.tests.helpers.tiny_wan import MODEL, VAE, build_tiny_wan
-
 pytestmark = pytest.mark.comfyui
-
-
-@pytest.fixture(scope="module")
-def wan_env(comfy_env, tmp_path_factory):
-    """The session server's models folders with the tiny Wan in them (ComfyUI lists new files on the next prompt)."""
-    built = build_tiny_wan(tmp_path_factory.mktemp("tiny_wan_server"))
-    for folder, name in (("diffusion_models", MODEL), ("vae", VAE)):
-        target = comfy_env.base / "models" / folder
-        target.mkdir(parents=True, exist_ok=True)
-        if not (target / name).exists():
-            (target / name).symlink_to(built / name)
-    return comfy_env
 
 
 def video_prompt(env, seed: int) -> dict:
@@ -30,8 +16,8 @@ def video_prompt(env, seed: int) -> dict:
         return [str(node), index]
 
     nodes = {
-        1: ("UNETLoader", {"unet_name": MODEL, "weight_dtype": "default"}),
-        2: ("VAELoader", {"vae_name": VAE}),
+        1: ("UNETLoader", {"unet_name": env.wan_model, "weight_dtype": "default"}),
+        2: ("VAELoader", {"vae_name": env.wan_vae}),
         3: ("CheckpointLoaderSimple", {"ckpt_name": env.checkpoint}),  # its CLIP gives Wan's 4096-wide text states
         4: ("CLIPTextEncode", {"text": "a red ball bouncing", "clip": link(3, 1)}),
         5: ("CLIPTextEncode", {"text": "", "clip": link(3, 1)}),
@@ -54,8 +40,8 @@ def video_prompt(env, seed: int) -> dict:
     return {str(k): {"class_type": kind, "inputs": inputs} for k, (kind, inputs) in nodes.items()}
 
 
-def test_a_video_search_runs_through_the_server_into_stock_video_nodes(wan_env, comfy):
-    run = comfy.run(video_prompt(wan_env, 7), timeout=600).check()
+def test_a_video_search_runs_through_the_server_into_stock_video_nodes(comfy_env, comfy):
+    run = comfy.run(video_prompt(comfy_env, 7), timeout=600).check()
     (webp,) = comfy.images(run, "9")
     from PIL import Image
 

@@ -32,6 +32,8 @@ def shrink(prompt: dict, env) -> dict:
         kind, inputs = node["class_type"], node["inputs"]
         if kind in ("EmptyLatentImage", "EmptySD3LatentImage"):
             inputs.update(width=64, height=64, batch_size=1)
+        elif kind in ("EmptyHunyuanLatentVideo", "WanImageToVideo"):
+            inputs.update(width=32, height=32, length=5, batch_size=1)
         elif kind == "ImageScale":
             inputs.update(width=64, height=64)
         elif kind in ("BasicScheduler", "KSampler"):
@@ -47,6 +49,9 @@ def shrink(prompt: dict, env) -> dict:
         elif kind == "SaveImage":
             inputs["filename_prefix"] = "e2e_workflow/" + str(inputs["filename_prefix"]).replace("/", "_")
     return prompt
+
+
+SAVES = {"SaveImage", "SaveVideo", "SaveAnimatedWEBP"}
 
 
 def test_there_are_example_workflows_with_thumbnails():
@@ -66,7 +71,7 @@ def test_workflow_shape(path):
     workflow = load(path)
     nodes = {n["id"]: n for n in workflow["nodes"]}
     types = [n["type"] for n in workflow["nodes"]]
-    assert "SaveImage" in types and "NoiseSearchScoreViewer" in types
+    assert SAVES & set(types) and "NoiseSearchScoreViewer" in types
     assert {"NoiseSearchSampler", "NoiseSearchSamplerCustom"} & set(types)
     assert "NoiseSearchVerifierLoader" in types
     text_targets: dict[int, set] = {}
@@ -132,9 +137,12 @@ def test_workflow_runs_on_tiny_models(path, comfy, comfy_env):
     by_type = {}
     for node_id, node in prompt.items():
         by_type.setdefault(node["class_type"], []).append(node_id)
-    for node_id in by_type["SaveImage"]:
+    for node_id in by_type.get("SaveImage", []):
         images = comfy.images(run, node_id)
         assert images and all(b[:8] == b"\x89PNG\r\n\x1a\n" for b in images), f"SaveImage {node_id} saved nothing"
+    for node_id in by_type.get("SaveVideo", []):
+        (video,) = comfy.images(run, node_id)
+        assert video[4:8] == b"ftyp", f"SaveVideo {node_id} saved no MP4"
     for node_id in by_type["NoiseSearchScoreViewer"]:
         report = run.outputs[node_id]["noise_search"][0]
         item = report["items"][0]

@@ -279,9 +279,12 @@ def tiny_verifier_models(verifiers_dir: Path) -> dict[str, str]:
     tm.make_aesthetic_mlp(verifiers_dir / "sac+logos+ava1-l14-linearMSE.pth", input_dim=16, seed=12)
     tm.make_hf_clip(verifiers_dir / "PickScore_v1", seed=13, with_processor=False)  # PickScore_v1 ships no processor
     tm.make_hf_processor(verifiers_dir / "CLIP-ViT-H-14-laion2B-s32B-b79K")  # the processor PickScore borrows
+    tm.make_hf_dinov2(verifiers_dir / "dinov2-small", seed=17)  # temporal consistency's default backbone
     return {"clip_score": "openai/clip-vit-large-patch14", "clip_zero_shot": "openai/clip-vit-large-patch14",
             "aesthetic": "sac+logos+ava1-l14-linearMSE.pth", "pickscore": "yuvalkirstain/PickScore_v1",
-            "image_reward": "THUDM/ImageReward", "vlm_grader": "Qwen/Qwen2.5-VL-3B-Instruct"}
+            "image_reward": "THUDM/ImageReward", "vlm_grader": "Qwen/Qwen2.5-VL-3B-Instruct",
+            "temporal_consistency": "facebook/dinov2-small",
+            "motion": "openai/clip-vit-large-patch14"}  # motion reads no model: any listed value
 
 
 @dataclass
@@ -294,6 +297,9 @@ class ComfyEnv:
     checkpoint: str
     verifier_models: dict
     input_image: str
+    wan_model: str = ""  # models/diffusion_models: the tiny Wan 2.1 text-to-video model (tiny_wan.py)
+    wan_i2v: str = ""  # and its image-to-video twin
+    wan_vae: str = ""  # models/vae: the Wan 2.1 VAE
 
     @property
     def output_dir(self) -> Path:
@@ -306,6 +312,13 @@ def start_env(comfyui: Path, base: Path, tiny_sd3: Path) -> ComfyEnv:
     checkpoints.mkdir(parents=True)
     (checkpoints / TINY_SD3).symlink_to(tiny_sd3 / TINY_SD3)
     verifier_models = tiny_verifier_models(base / "models" / "verifiers")
+    from . import tiny_wan  # it runs a ComfyUI script (comfy_script imports this module)
+
+    wan = tiny_wan.build_tiny_wan(base / "models" / "wan_files")
+    for folder, name in (("diffusion_models", tiny_wan.MODEL), ("diffusion_models", tiny_wan.MODEL_I2V),
+                         ("vae", tiny_wan.VAE)):
+        (base / "models" / folder).mkdir(parents=True, exist_ok=True)
+        (base / "models" / folder / name).symlink_to(wan / name)
     (base / "custom_nodes").mkdir()
     (base / "custom_nodes" / PACK_DIR_NAME).symlink_to(REPO_ROOT, target_is_directory=True)
     (base / "input").mkdir()
@@ -315,4 +328,5 @@ def start_env(comfyui: Path, base: Path, tiny_sd3: Path) -> ComfyEnv:
     if "NoiseSearchSampler" not in client.object_info():
         server.stop()
         pytest.fail(f"ComfyUI started but the pack's nodes are missing from /object_info; server log:\n{server.log()}")
-    return ComfyEnv(client, server, base, TINY_SD3, verifier_models, INPUT_IMAGE)
+    return ComfyEnv(client, server, base, TINY_SD3, verifier_models, INPUT_IMAGE, tiny_wan.MODEL, tiny_wan.MODEL_I2V,
+                    tiny_wan.VAE)

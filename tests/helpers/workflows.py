@@ -14,7 +14,8 @@ WORKFLOWS = sorted(WORKFLOW_DIR.glob("*.json"))
 FRONTEND_ONLY = {"Note", "MarkdownNote"}  # drawn by the frontend, never sent to the server
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 # Combos listing the user's own files: the examples name the real files, the test server has the tiny ones.
-LOCAL_FILES = {"CheckpointLoaderSimple": ("ckpt_name", ".safetensors"), "LoadImage": ("image", ".png")}
+LOCAL_FILES = {"CheckpointLoaderSimple": ("ckpt_name", ".safetensors"), "LoadImage": ("image", ".png"),
+               "UNETLoader": ("unet_name", ".safetensors"), "VAELoader": ("vae_name", ".safetensors")}
 
 
 def input_specs(info: dict) -> list[tuple[str, list, bool]]:
@@ -179,15 +180,28 @@ def workflow_to_api(workflow: dict, object_info: dict) -> dict:
 
 
 def localize(workflow: dict, env) -> dict:
-    """The workflow with its checkpoint and input image swapped for the test server's files (first widgets)."""
+    """The workflow with its model files and input image swapped for the test server's (first widgets). A Wan text
+    encoder (umT5-XXL, 5.7 B parameters) cannot be built here: its CLIPLoader becomes the tiny SD3 checkpoint, whose
+    CLIP gives text states of the same 4096 width (its CLIP output is slot 1)."""
     workflow = copy.deepcopy(workflow)
-    local = {"CheckpointLoaderSimple": env.checkpoint, "LoadImage": env.input_image}
+    is_i2v = any(n["type"] == "WanImageToVideo" for n in workflow["nodes"])
+    local = {"CheckpointLoaderSimple": env.checkpoint, "LoadImage": env.input_image,
+             "UNETLoader": env.wan_i2v if is_i2v else env.wan_model, "VAELoader": env.wan_vae}
     for node in workflow["nodes"]:
         if node["type"] in LOCAL_FILES:
             name, suffix = LOCAL_FILES[node["type"]]
             assert str(node["widgets_values"][0]).endswith(suffix), (
                 f"node {node['id']}: {name} should name a {suffix} file")
             node["widgets_values"][0] = local[node["type"]]
+        elif node["type"] == "CLIPLoader":
+            node.update(type="CheckpointLoaderSimple", widgets_values=[env.checkpoint],
+                        properties={"Node name for S&R": "CheckpointLoaderSimple"},
+                        outputs=[{"name": "MODEL", "type": "MODEL", "links": [], "slot_index": 0},
+                                 {**node["outputs"][0], "slot_index": 1},
+                                 {"name": "VAE", "type": "VAE", "links": [], "slot_index": 2}])
+            for link in workflow["links"]:
+                if link[1] == node["id"]:
+                    link[2] = 1
     return workflow
 
 
