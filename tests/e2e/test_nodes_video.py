@@ -1,14 +1,16 @@
-"""Video latents in ComfyUI: a tiny Wan 2.1 text-to-video model (real formats, ComfyUI's loaders) searched through the
-Noise Search Sampler. Candidate i equals the stock KSampler with seed + i on the same video latent; every algorithm
-runs; image verifiers score a video on frames spread over it (mean or min); the image output is the best video's
-frames as VAE Decode gives them; a video latent for an image model is refused before sampling."""
+"""Video latents in ComfyUI: tiny Wan 2.1 (text- and image-to-video) and HunyuanVideo models (real formats, ComfyUI's
+loaders) searched through the Noise Search Sampler. Candidate i equals the stock KSampler with seed + i on the same
+video latent; every algorithm runs; image verifiers score a video on frames spread over it (mean or min), video
+verifiers on the whole clip; the image output is the best video's frames as VAE Decode gives them; a video latent for
+an image model, and a video verifier on images, are refused before sampling.
+"""
 
 from __future__ import annotations
 
 import pytest
 
 from noise_search.tests.helpers.comfy_script import run_in_comfyui
-from noise_search.tests.helpers.tiny_wan import MODEL, MODEL_I2V, VAE, build_tiny_wan
+from noise_search.tests.helpers.tiny_video import HUNYUAN, MODEL, MODEL_I2V, VAE, build_tiny_wan
 
 pytestmark = pytest.mark.comfyui
 
@@ -92,6 +94,20 @@ for name in ("euler", "euler_ancestral"):
                           [max_diff(report.latents[0][i], stock_i2v[i]) for i in range(3)],
                           max_diff(stock_i2v[0], stock_i2v[1]) > 0]
 
+# HunyuanVideo: another family sampling a 5-D latent through the same code (CLIP-L pooled vector, its own shift)
+hunyuan = comfy.sd.load_diffusion_model(__WAN__ + "/__HUNYUAN__")
+g = torch.Generator().manual_seed(6)
+text = torch.randn(1, 12, 4096, generator=g)
+hpos = [[text, {"pooled_output": torch.randn(1, 768, generator=g)}]]
+hneg = [[torch.zeros_like(text), {"pooled_output": torch.zeros(1, 768)}]]
+for name in ("euler", "dpmpp_2m_sde"):
+    report = NoiseSearchSampler.execute(hunyuan, hpos, hneg, video, 50, 4, 3.0, name, "simple", 1.0, wan_vae,
+                                        handle(Brightness()), "", **dict(SET, candidates=3)).args[4]
+    out["hunyuan_" + name] = [type(hunyuan.model.model_config).__name__,
+                              [max_diff(report.latents[0][i], nodes.common_ksampler(
+                                  hunyuan, 50 + i, 4, 3.0, name, "simple", hpos, hneg, video)[0]["samples"])
+                               for i in range(3)]]
+
 out["errors"] = {
     "image_model": error(lambda: search({"samples": torch.zeros(1, 16, 3, 8, 8)}, 1, "euler")),
     "ensemble_frames": error(lambda: NoiseSearchVerifierEnsemble.execute(one, two, "", "rank")),
@@ -109,6 +125,7 @@ def tiny_wan_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def result(tiny_sd3_dir, tiny_wan_dir) -> dict:
     body = (BODY.replace("__WAN__", repr(str(tiny_wan_dir))).replace("__MODEL_I2V__", MODEL_I2V)
+            .replace("__HUNYUAN__", HUNYUAN)
             .replace("__MODEL__", MODEL).replace("__VAE__", VAE).replace("__ALGORITHMS__", repr(ALGORITHMS)))
     return run_in_comfyui(body, tiny_sd3_dir)
 
@@ -182,3 +199,9 @@ def test_image_to_video_conditioning_is_carried_as_the_stock_sampler_carries_it(
     kind, diffs, seeds_differ = result["i2v_" + name]
     assert kind == "WAN21_I2V" and seeds_differ
     assert diffs == [0.0, 0.0, 0.0]  # start image, mask and CLIP-vision features through the stock guider
+
+
+@pytest.mark.parametrize("name", ["euler", "dpmpp_2m_sde"])
+def test_hunyuan_video_candidates_are_stock_ksampler_runs_too(result, name):
+    kind, diffs = result["hunyuan_" + name]
+    assert kind == "HunyuanVideo" and diffs == [0.0, 0.0, 0.0]

@@ -312,7 +312,7 @@ def start_env(comfyui: Path, base: Path, tiny_sd3: Path) -> ComfyEnv:
     checkpoints.mkdir(parents=True)
     (checkpoints / TINY_SD3).symlink_to(tiny_sd3 / TINY_SD3)
     verifier_models = tiny_verifier_models(base / "models" / "verifiers")
-    from . import tiny_wan  # it runs a ComfyUI script (comfy_script imports this module)
+    from . import tiny_video as tiny_wan  # it runs a ComfyUI script (comfy_script imports this module)
 
     wan = tiny_wan.build_tiny_wan(base / "models" / "wan_files")
     for folder, name in (("diffusion_models", tiny_wan.MODEL), ("diffusion_models", tiny_wan.MODEL_I2V),

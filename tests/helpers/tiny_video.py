@@ -1,12 +1,16 @@
-"""A tiny random-weight Wan 2.1 in ComfyUI's real formats: the text-to-video and image-to-video diffusion models (dim
-128, one block) as `diffusion_models` files that UNETLoader detects as WAN21_T2V and WAN21_I2V (with the CLIP-vision
-projection), and the Wan 2.1 VAE at its real size (its
-layout is fixed: ComfyUI builds it with dim 96 whatever the file holds), saved in fp16.
+"""Tiny random-weight video models in ComfyUI's real formats, built inside a ComfyUI process from ComfyUI's own
+modules (so keys and shapes are the ones its loaders expect) with weights from a seeded generator of our own.
 
-Built inside a ComfyUI process from ComfyUI's own Wan modules, so the keys and shapes are the ones its loaders
-expect; weights come from a seeded generator of our own. The text encoder (umT5-XXL, 5.7 B parameters) is not
-built: Wan's cross-attention takes 4096-wide text states, which the tiny SD3's CLIP-L already gives (SD3 pads to
-T5's width), and in-process tests pass conditioning tensors directly.
+- Wan 2.1: text-to-video and image-to-video diffusion models (dim 128, one block) that UNETLoader detects as
+  WAN21_T2V and WAN21_I2V (with the CLIP-vision projection), and the Wan 2.1 VAE at its real size (ComfyUI builds
+  it with dim 96 whatever the file holds), in fp16.
+- HunyuanVideo: a diffusion model (hidden 128, one double and one single block, CLIP-L pooled input) that
+  UNETLoader detects as HunyuanVideo; its latents have the Wan VAE's layout (16 channels, 4x frames, 8x pixels),
+  which decodes them in the tests.
+
+The text encoders (umT5-XXL, 5.7 B parameters; LLaVA-Llama-3) are not built: both models cross-attend 4096-wide
+text states, which the tiny SD3's CLIP-L already gives (SD3 pads to T5's width), and in-process tests pass
+conditioning tensors directly.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from .comfy_script import run_script
 MODEL = "tiny_wan21_t2v.safetensors"
 MODEL_I2V = "tiny_wan21_i2v.safetensors"  # image-to-video: 36 input channels (noise, mask, start-image latent)
 VAE = "tiny_wan21_vae.safetensors"
+HUNYUAN = "tiny_hunyuan_video.safetensors"
 TEXT_DIM = 4096
 
 BUILD = r'''
@@ -46,6 +51,13 @@ save_file(randomized(model, 21, torch.float32), __DIR__ + "/__MODEL__")
 i2v = comfy.ldm.wan.model.WanModel(model_type="i2v", in_dim=36, dim=128, ffn_dim=256, num_heads=1, num_layers=1,
                                    text_dim=__TEXT_DIM__, operations=comfy.ops.disable_weight_init)
 save_file(randomized(i2v, 23, torch.float32), __DIR__ + "/__MODEL_I2V__")
+import comfy.ldm.hunyuan_video.model
+hunyuan = comfy.ldm.hunyuan_video.model.HunyuanVideo(
+    image_model="hunyuan_video", in_channels=16, out_channels=16, vec_in_dim=768, context_in_dim=__TEXT_DIM__,
+    hidden_size=128, mlp_ratio=4.0, num_heads=1, depth=1, depth_single_blocks=1, axes_dim=[16, 56, 56], theta=256,
+    patch_size=[1, 2, 2], qkv_bias=True, guidance_embed=False, byt5=False, meanflow=False,
+    operations=comfy.ops.disable_weight_init)
+save_file(randomized(hunyuan, 24, torch.float32), __DIR__ + "/__HUNYUAN__")
 vae = comfy.ldm.wan.vae.WanVAE(dim=96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
                                temperal_downsample=[False, True, True], dropout=0.0)
 save_file(randomized(vae, 22, torch.float16), __DIR__ + "/__VAE__")
@@ -54,9 +66,10 @@ print("RESULT " + json.dumps({"model": sum(v.numel() for v in model.state_dict()
 
 
 def build_tiny_wan(directory: Path) -> Path:
-    """Write MODEL and VAE into `directory` (made if missing); returns it."""
+    """Write every model of this module into `directory` (made if missing); returns it."""
     directory.mkdir(parents=True, exist_ok=True)
     script = (BUILD.replace("__DIR__", repr(str(directory))).replace("__MODEL_I2V__", MODEL_I2V)
-              .replace("__MODEL__", MODEL).replace("__VAE__", VAE).replace("__TEXT_DIM__", str(TEXT_DIM)))
+              .replace("__MODEL__", MODEL).replace("__VAE__", VAE).replace("__HUNYUAN__", HUNYUAN)
+              .replace("__TEXT_DIM__", str(TEXT_DIM)))
     run_script(script, timeout=600)
     return directory
