@@ -18,7 +18,7 @@ from comfy_api.latest import io
 
 from ..report import SearchReport
 from ..report.render import final_ids, pick_ids, render_report
-from ..report.report import image_batch
+from ..report.report import STRIP_FRAMES, image_batch
 from .types import SearchReportType
 
 CHART_WIDTH = 1024
@@ -116,7 +116,8 @@ class NoiseSearchScoreViewer(io.ComfyNode):
             for i in range(len(report.results))
         ]
         data = report.to_dict()
-        data.update(pick=int(pick), picked=picked, thumbnails=thumbs, pick_warning=pick_warning(args))
+        data.update(pick=int(pick), picked=picked, thumbnails=thumbs, pick_warning=pick_warning(args),
+                    strip_frames=STRIP_FRAMES)
         arr = (chart[0].numpy() * 255.0).round().astype(np.uint8)
         saved = _save_png(Image.fromarray(arr), f"noise_search_{token}_chart.png",
                           _chart_metadata(report.to_dict(), cls.hidden))

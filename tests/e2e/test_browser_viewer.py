@@ -368,3 +368,49 @@ def test_viewer_shows_the_racing_bracket(chromium, comfy_env):
         (c["id"] for c in item["candidates"] if c["final"]), key=lambda i: -by_id[i]["score"])
     assert "rung 1: rho" in bracket["hint"] and our_errors(page) == []
     page.close()
+
+
+CLIPS = """() => [...window.__viewer.noiseSearchViewer.root.querySelectorAll(".ns-thumb .ns-clip")].map((box) => {
+  const img = box.querySelector("img"), style = getComputedStyle(img);
+  return { ratio: getComputedStyle(box).aspectRatio, frames: box.style.getPropertyValue("--ns-frames").trim(),
+           natural: [img.naturalWidth, img.naturalHeight], animation: style.animationName,
+           state: style.animationPlayState };
+})"""
+
+
+@pytest.mark.parametrize("vue", [False, True], ids=["canvas", "vue"])
+def test_viewer_plays_video_candidates_on_hover(chromium, comfy_env, vue):
+    """A Wan 2.1 search (the video example on the tiny models): each candidate is a strip of frames shown one frame
+    at a time, paused until the pointer is over it; in the canvas and in Vue nodes."""
+    from noise_search.tests.helpers.workflows import WORKFLOW_DIR, localize
+
+    workflow = localize(json.loads((WORKFLOW_DIR / "wan21_t2v_racing_video_ensemble.json").read_text()), comfy_env)
+    for node in workflow["nodes"]:
+        if node["type"] == "EmptyHunyuanLatentVideo":
+            node["widgets_values"] = [32, 32, 5, 1]
+    page = open_frontend(chromium, comfy_env.server.url, {"Comfy.ColorPalette": "dark", VUE_NODES: vue}, 1500, 1500,
+                         init_script=LIVE)
+    if vue and frontend_version(page) < VUE_DOM_WIDGETS:
+        version = page.evaluate("() => window.__COMFYUI_FRONTEND_VERSION__")
+        page.close()
+        pytest.skip(f"frontend {version}: its Vue nodes render only built-in widget types, not extension DOM widgets "
+                    f"(from {'.'.join(map(str, VUE_DOM_WIDGETS))}); run with NOISE_SEARCH_FRONTEND_ROOT set to a "
+                    f"newer build")
+    page.evaluate(SETUP, {"workflow": workflow, "ckpt": comfy_env.checkpoint, "models": comfy_env.verifier_models,
+                          "sampler": {"steps": 4, "candidates": 3, "budget_nfe": 0}, "batch": 1})
+    state = run_and_show(page)
+    assert (state["vueNode"] is not None) == vue
+    finals = [c for c in state["data"]["items"][0]["candidates"] if c["final"]]
+    clips = page.evaluate(CLIPS)
+    assert len(clips) == len(finals) == len(state["thumbs"]) and state["data"]["strip_frames"] == 4
+    for clip in clips:
+        width, height = clip["natural"]
+        assert clip["frames"] == "4" and width == 4 * height  # four square 32 px frames side by side
+        assert clip["ratio"] == f"{width / 4:g} / {height}" and clip["animation"] == "ns-play"
+        assert clip["state"] == "paused"
+    screenshot(page, f"score_viewer_video_{'vue' if vue else 'canvas'}.png")
+    first = page.locator(".ns-viewer .ns-thumb").first
+    first.hover()
+    assert page.evaluate(CLIPS)[0]["state"] == "running"
+    assert our_errors(page) == []
+    page.close()

@@ -39,6 +39,11 @@ const STYLE = `
   background: var(--comfy-menu-bg, #353535); }
 .ns-viewer .ns-thumb:hover { border-color: var(--border-color, #4e4e4e); }
 .ns-viewer .ns-thumb img { display: block; width: 100%; aspect-ratio: 1; object-fit: contain; border-radius: 3px; }
+.ns-viewer .ns-clip { overflow: hidden; border-radius: 3px; aspect-ratio: 1; }
+.ns-viewer .ns-clip img { width: calc(100% * var(--ns-frames)); max-width: none; aspect-ratio: auto; border-radius: 0;
+  animation: ns-play calc(0.4s * var(--ns-frames)) steps(var(--ns-frames)) infinite paused; }
+.ns-viewer .ns-thumb:hover .ns-clip img { animation-play-state: running; }
+@keyframes ns-play { to { transform: translateX(-100%); } }
 .ns-viewer .ns-thumb .ns-rank { position: absolute; left: 4px; top: 4px; padding: 0 4px; border-radius: 3px;
   background: var(--comfy-menu-bg, #353535); font-weight: 600; }
 .ns-viewer .ns-thumb .ns-score { font-weight: 600; }
@@ -309,8 +314,8 @@ class ScoreViewer {
     const cards = sorted.map((c) => {
       const cls = ["ns-thumb", c.id === res.best_id ? "ns-best" : "", c.id === this.pick ? "ns-picked" : ""].join(" ");
       const memberLines = members.map((m) => el("div", { title: m }, el("span", {}, m), el("span", {}, fmt(c.members?.[m]))));
-      return el("div", { class: cls, "data-id": c.id, title: `id ${c.id}, round ${c.round}, ${c.nfe} NFE: click to pick`, onclick: () => this.setPick(c.id) },
-        el("img", { src: viewURL(c.thumb), alt: `candidate ${c.id}` }),
+      return el("div", { class: cls, "data-id": c.id, title: `id ${c.id}, round ${c.round}, ${c.nfe} NFE: click to pick${c.extra?.frames ? "; hover to play" : ""}`, onclick: () => this.setPick(c.id) },
+        c.extra?.frames ? this.clip(c) : el("img", { src: viewURL(c.thumb), alt: `candidate ${c.id}` }),
         el("span", { class: "ns-rank" }, `#${c.rank}`),
         el("div", {}, el("span", { class: "ns-score" }, fmt(c.score)), ` · id ${c.id}`),
         el("div", { class: "ns-members" }, ...memberLines));
@@ -321,6 +326,15 @@ class ScoreViewer {
     return el("div", {}, el("div", { class: "ns-bar" }, el("span", { class: "ns-title" }, `Candidates (${finals.length})`), "sort", select, dir, best),
       hint, ...(warning ? [el("div", { class: "ns-pick-warning" }, String(warning))] : []),
       el("div", { class: "ns-gallery" }, ...cards));
+  }
+
+  // A video candidate: its thumbnail is a strip of frames side by side, shown one frame at a time, playing on hover.
+  clip(c) {
+    const frames = this.data.strip_frames ?? 4;
+    const img = el("img", { src: viewURL(c.thumb), alt: `video candidate ${c.id}` });
+    const box = el("div", { class: "ns-clip", style: `--ns-frames: ${frames}` }, img);
+    img.addEventListener("load", () => { box.style.aspectRatio = `${img.naturalWidth / frames} / ${img.naturalHeight}`; });
+    return box;
   }
 
   table(finals, members, res) {
