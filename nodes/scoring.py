@@ -11,7 +11,6 @@ import torch
 from ..report.report import make_thumbs
 from ..report.store import TensorStore
 from ..search.types import Candidate, SearchResult
-from ..verifiers.frames import frame_indices
 from ..verifiers.grading import UnparsedAnswer
 from .preview_decode import TAESD_ALL, PreviewDecoder
 from .types import LoadedVerifier
@@ -83,7 +82,6 @@ class Scorer:
         self.handle.load()
         verifier = self.handle.verifier
         video = images.ndim == 5
-        frames = frame_indices(images.shape[1], self.handle.frames) if video else [0]
         try:
             if video:
                 scores = verifier.score_video(images, self.prompt, references, self.handle.frames,
@@ -91,8 +89,8 @@ class Scorer:
             else:
                 scores = verifier.score(images, self.prompt, references)
         except UnparsedAnswer as e:
-            where = f", frame {frames[e.index % len(frames)]}" if video else ""
-            raise ValueError(f"{self.node}: candidate {batch[e.index // len(frames)].id}{where}: {e}") from e
+            where = f", frame {e.frame}" if getattr(e, "frame", None) is not None else ""
+            raise ValueError(f"{self.node}: candidate {batch[e.index].id}{where}: {e}") from e
         if video:
             per_frame = getattr(verifier, "frame_scores", {})
             for j, c in enumerate(batch):

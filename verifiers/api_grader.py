@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 from .base import Verifier, VerifierError
+from .frames import frame_indices
 from .grading import VQA_ANSWER, aspect_request, check_mode, parse_aspects, parse_ratings, vqa_question
 
 NAME = "api_grader"
@@ -180,11 +181,24 @@ class ApiGrader(Verifier):
               references: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Float32 scores `[B]` in input order: P(Yes) in mode vqascore, the mean aspect rating in mode aspects."""
         self.check(prompt, references)
+        return self._grade(images.unsqueeze(1), prompt)
+
+    def score_video(self, videos: torch.Tensor, prompt: Optional[str] = None,
+                    references: Optional[torch.Tensor] = None, frames: int = 4, how: str = "mean") -> torch.Tensor:
+        """One request per clip with `frames` frames spread over it (several images in one message), so the model
+        judges the clip as a whole: `how` has nothing to aggregate and no frame gets a score of its own."""
+        self.check(prompt, references)
+        self.frame_indices = frame_indices(videos.shape[1], frames)
+        self.frame_scores = {}
+        return self._grade(videos[:, self.frame_indices], prompt)
+
+    def _grade(self, clips: torch.Tensor, prompt: str) -> torch.Tensor:
+        """Scores `[B]` of clips `[B, F, H, W, 3]` (F = 1: images)."""
         self._last = {}
         if self.mode == "vqascore":
-            scores = self._each(images, lambda i, url: self._vqascore(url, prompt))
+            scores = self._each(clips, lambda i, urls: self._vqascore(urls, prompt))
             return torch.tensor(scores, dtype=torch.float32)
-        ratings = self._each(images, lambda i, url: self._ratings(i, url, prompt))
+        ratings = self._each(clips, lambda i, urls: self._ratings(i, urls, prompt))
         self._last = {a: torch.tensor([r[a] for r in ratings], dtype=torch.float32) for a in self.aspects}
         return torch.stack(list(self._last.values())).mean(dim=0)
 
@@ -192,10 +206,10 @@ class ApiGrader(Verifier):
         """Each aspect's ratings from the last `score` call (mode aspects); empty in mode vqascore."""
         return dict(self._last)
 
-    def _each(self, images: torch.Tensor, ask: Callable[[int, str], object]) -> list:
-        """`ask(index, png data URL)` for every image, at most `concurrency` at once; results in input order. Once a
-        request fails (or the caller is interrupted) no further image is sent, and the first error in input order is
-        raised."""
+    def _each(self, clips: torch.Tensor, ask: Callable[[int, list], object]) -> list:
+        """`ask(index, PNG data URLs of its frames)` for every clip, at most `concurrency` at once; results in input
+        order. Once a request fails (or the caller is interrupted) nothing further is sent, and the first error in
+        input order is raised."""
         stop = threading.Event()
 
         def run(index: int):
@@ -203,7 +217,7 @@ class ApiGrader(Verifier):
                 return None  # never returned: an earlier failure is raised first
             finished = False
             try:
-                result = ask(index, png_data_url(images[index]))
+                result = ask(index, [png_data_url(frame) for frame in clips[index]])
                 finished = True
                 return result
             finally:
@@ -212,13 +226,14 @@ class ApiGrader(Verifier):
 
         pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix=NAME)
         try:
-            return [f.result() for f in [pool.submit(run, i) for i in range(images.shape[0])]]
+            return [f.result() for f in [pool.submit(run, i) for i in range(clips.shape[0])]]
         finally:
             stop.set()
             pool.shutdown(wait=False, cancel_futures=True)
 
-    def _vqascore(self, image_url: str, prompt: str) -> float:
-        choice = self._ask(image_url, vqa_question(prompt), max_tokens=1, logprobs=True, top_logprobs=TOP_LOGPROBS)
+    def _vqascore(self, image_urls: list, prompt: str) -> float:
+        choice = self._ask(image_urls, vqa_question(prompt, len(image_urls)), max_tokens=1, logprobs=True,
+                           top_logprobs=TOP_LOGPROBS)
         content = choice.logprobs.content if choice.logprobs is not None else None
         if not content:
             raise _fail(f"{self.url} returned no logprobs for model '{self.served_model}': this server (or model) "
@@ -226,13 +241,14 @@ class ApiGrader(Verifier):
                         f"'aspects' with it")
         return yes_probability(content[0].top_logprobs, self.url, self.served_model)
 
-    def _ratings(self, index: int, image_url: str, prompt: str) -> dict[str, float]:
-        choice = self._ask(image_url, aspect_request(prompt, self.aspects))
+    def _ratings(self, index: int, image_urls: list, prompt: str) -> dict[str, float]:
+        choice = self._ask(image_urls, aspect_request(prompt, self.aspects, len(image_urls)))
         return parse_ratings(NAME, index, choice.message.content or "", self.aspects)
 
-    def _ask(self, image_url: str, question: str, **options):
-        """One chat completion at temperature 0 with the image and the question; its first choice."""
-        messages = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": image_url}},
+    def _ask(self, image_urls: list, question: str, **options):
+        """One chat completion at temperature 0 with the images and the question; its first choice."""
+        messages = [{"role": "user", "content": [*({"type": "image_url", "image_url": {"url": url}}
+                                                   for url in image_urls),
                                                  {"type": "text", "text": question}]}]
         try:
             response = self.client.chat.completions.create(model=self.served_model, messages=messages,

@@ -76,7 +76,13 @@ class Verifier:
         aggregated by `how` (mean, min); `frame_indices` and `frame_scores` ({name: [B, F]}) keep them."""
         flat, self.frame_indices = select_frames(videos, frames)
         refs = None if references is None else select_frames(references, frames)[0]
-        per_frame = self.score(flat, prompt, refs)
+        try:
+            per_frame = self.score(flat, prompt, refs)
+        except VerifierError as e:  # an error naming an image (a grader's answer) names its video and frame
+            if isinstance(getattr(e, "index", None), int):
+                e.frame = self.frame_indices[e.index % len(self.frame_indices)]
+                e.index //= len(self.frame_indices)
+            raise
         self.frame_scores = {self.name: per_frame.reshape(videos.shape[0], -1)}
         return aggregate_frames(per_frame, videos.shape[0], how)
 

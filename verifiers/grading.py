@@ -13,6 +13,7 @@ from .base import VerifierError
 
 MODES = ("vqascore", "aspects")
 VQA_QUESTION = 'Does this figure show "{prompt}"? Please answer yes or no.'
+VQA_VIDEO_QUESTION = 'Do these frames of a video show "{prompt}"? Please answer yes or no.'
 VQA_ANSWER = "Yes"
 SCALE = (0.0, 10.0)
 ASPECTS = ("accuracy to prompt", "creativity and originality", "visual quality and realism",
@@ -44,16 +45,19 @@ def parse_aspects(verifier: str, text: Optional[str]) -> tuple[str, ...]:
     return names or ASPECTS
 
 
-def vqa_question(prompt: str) -> str:
-    return VQA_QUESTION.format(prompt=prompt.strip())
+def vqa_question(prompt: str, frames: int = 1) -> str:
+    """The VQAScore question about one image, or about a clip shown as `frames` frames."""
+    return (VQA_QUESTION if frames == 1 else VQA_VIDEO_QUESTION).format(prompt=prompt.strip())
 
 
-def aspect_request(prompt: str, aspects: Sequence[str]) -> str:
-    """The grading instruction: rate each aspect on the scale, one `aspect: number` line each, nothing else."""
+def aspect_request(prompt: str, aspects: Sequence[str], frames: int = 1) -> str:
+    """The grading instruction: rate each aspect on the scale, one `aspect: number` line each, nothing else; about
+    the clip when it is shown as several frames."""
     lines = "\n".join(f"{a}: <number>" for a in aspects)
-    return (f'You are grading an image generated for the prompt "{prompt.strip()}". Rate the image on each aspect '
-            f"below from {SCALE[0]:g} (worst) to {SCALE[1]:g} (best). Answer with exactly these lines and nothing "
-            f"else:\n{lines}")
+    what, shown = ("image", "") if frames == 1 else ("video", f", shown as {frames} frames in order")
+    return (f'You are grading a{"n" if what == "image" else ""} {what} generated for the prompt "{prompt.strip()}"'
+            f"{shown}. Rate the {what} on each aspect below from {SCALE[0]:g} (worst) to {SCALE[1]:g} (best). Answer "
+            f"with exactly these lines and nothing else:\n{lines}")
 
 
 def _from_json(answer: str) -> dict:

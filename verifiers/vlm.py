@@ -21,6 +21,7 @@ import torch
 from . import hf
 from .base import Verifier, VerifierError
 from .files import check_json_files, check_weights, read_json
+from .frames import frame_indices
 from .grading import VQA_ANSWER, aspect_request, check_mode, parse_aspects, parse_ratings, vqa_question
 from .loading import model_source, resolve
 
@@ -57,30 +58,31 @@ class VLMGrader(Verifier):
                            if "logits_to_keep" in inspect.signature(model.forward).parameters else {})
         self._last: dict[str, torch.Tensor] = {}
 
-    def inputs(self, images: torch.Tensor, texts: Sequence[str]) -> Any:
-        """One user turn per image (the image, then its text) through the chat template with the generation prompt,
-        left-padded so every row's last token is where the answer starts; on the model's device and dtype."""
-        conversations = [[{"role": "user", "content": [{"type": "image", "image": image},
+    def inputs(self, clips: torch.Tensor, texts: Sequence[str]) -> Any:
+        """One user turn per clip `[F, H, W, 3]` (its F images, then its text) through the chat template with the
+        generation prompt, left-padded so every row's last token is where the answer starts; on the model's device
+        and dtype."""
+        conversations = [[{"role": "user", "content": [*({"type": "image", "image": image} for image in clip),
                                                       {"type": "text", "text": text}]}]
-                         for image, text in zip(images.movedim(-1, 1).float().cpu(), texts, strict=True)]
+                         for clip, text in zip(clips.movedim(-1, 2).float().cpu(), texts, strict=True)]
         batch = self.processor.apply_chat_template(
             conversations, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt",
             processor_kwargs={"padding": True, "padding_side": "left", "do_rescale": False,
                               "input_data_format": "channels_first"})
         return batch.to(device=self.device, dtype=self.dtype)
 
-    def vqascore(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+    def vqascore(self, clips: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
         """P(answer token) under a softmax over the full vocabulary at the last position, from the model's raw logits
         (as t2v_metrics scores HF chat models). A "Yes" of several tokens counts by its first token."""
-        batch = self.inputs(images, [vqa_question(p) for p in prompts])
+        batch = self.inputs(clips, [vqa_question(p, clips.shape[1]) for p in prompts])
         logits = self.model(**batch, **self._keep_last).logits[:, -1]
         return logits.float().softmax(dim=-1)[:, self.answer_id]
 
-    def answers(self, images: torch.Tensor, prompts: Sequence[str]) -> list[str]:
+    def answers(self, clips: torch.Tensor, prompts: Sequence[str]) -> list[str]:
         """The model's greedy answers (argmax at every step, at most `max_new_tokens`) to the aspect request."""
         from transformers import GenerationConfig
 
-        batch = self.inputs(images, [aspect_request(p, self.aspects) for p in prompts])
+        batch = self.inputs(clips, [aspect_request(p, self.aspects, clips.shape[1]) for p in prompts])
         config = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=self.max_new_tokens,
                                   pad_token_id=self.processor.tokenizer.pad_token_id)
         out = self.model.generate(**batch, generation_config=config)
@@ -92,8 +94,22 @@ class VLMGrader(Verifier):
         """Scores `[B]` float32 on the CPU; in `aspects` mode every answer is parsed with its position in `images`,
         so an unparseable one raises UnparsedAnswer naming that image, never a silent zero."""
         self.check(prompt, references)
+        return self._grade(images.unsqueeze(1), prompt)
+
+    @torch.no_grad()
+    def score_video(self, videos: torch.Tensor, prompt: Optional[str] = None,
+                    references: Optional[torch.Tensor] = None, frames: int = 4, how: str = "mean") -> torch.Tensor:
+        """One question per clip about `frames` frames spread over it (several images in one turn), so the model
+        judges the clip as a whole: `how` has nothing to aggregate and no frame gets a score of its own."""
+        self.check(prompt, references)
+        self.frame_indices = frame_indices(videos.shape[1], frames)
+        self.frame_scores = {}
+        return self._grade(videos[:, self.frame_indices], prompt)
+
+    def _grade(self, clips: torch.Tensor, prompt: str) -> torch.Tensor:
+        """Scores `[B]` of clips `[B, F, H, W, 3]` (F = 1: images), `batch_size` questions per model call."""
         self._last = {}
-        chunks = [(s, images[s:s + self.batch_size]) for s in range(0, images.shape[0], self.batch_size)]
+        chunks = [(s, clips[s:s + self.batch_size]) for s in range(0, clips.shape[0], self.batch_size)]
         if self.mode == "vqascore":
             scores = [self.vqascore(chunk, [prompt] * len(chunk)).float().cpu() for _, chunk in chunks]
             return torch.cat(scores) if scores else torch.zeros(0)

@@ -1,8 +1,9 @@
 """A small OpenAI-compatible chat-completions server for tests, run as its own process on a free loopback port.
 
-It answers from the image it receives, deterministically: with `logprobs` requested, P("Yes") is the image's mean
-red (split 3:1 over the tokens "Yes" and " yes", the rest on "No"); otherwise it rates each `name: <number>` line of
-the prompt as 10 x the image's mean red, green, blue (cycling), and an all-black image gets no rating. It records
+It answers from the image it receives (several: their mean), deterministically: with `logprobs` requested,
+P("Yes") is the image's mean red (split 3:1 over the tokens "Yes" and " yes", the rest on "No"); otherwise it rates
+each `name: <number>` line of the prompt as 10 x the image's mean red, green, blue (cycling), and an all-black image
+gets no rating. It records
 every request (headers, body, image decoded, start and end times, requests in flight) and can be told to fail the
 first N requests with a status, delay answers, redirect, drop logprobs, or answer with a non-API page.
 
@@ -77,17 +78,22 @@ _state = {"config": {}, "log": [], "in_flight": 0, "max_in_flight": 0, "count": 
 
 
 def _image(body: dict) -> dict:
+    """The request's images: the first one's data URL head, format and size, their count, and the mean colour over
+    all of them (several images: the frames of one clip)."""
     from PIL import Image, ImageStat
 
+    found = []
     for message in body.get("messages", []):
         for part in message.get("content", []) if isinstance(message.get("content"), list) else []:
             if part.get("type") == "image_url":
-                url = part["image_url"]["url"]
-                head, data = url.split(",", 1)
-                image = Image.open(io.BytesIO(base64.b64decode(data)))
-                means = [m / 255 for m in ImageStat.Stat(image.convert("RGB")).mean]
-                return {"head": head, "format": image.format, "size": [image.width, image.height], "mean": means}
-    return {}
+                head, data = part["image_url"]["url"].split(",", 1)
+                found.append((head, Image.open(io.BytesIO(base64.b64decode(data)))))
+    if not found:
+        return {}
+    head, first = found[0]
+    means = [[m / 255 for m in ImageStat.Stat(image.convert("RGB")).mean] for _, image in found]
+    return {"head": head, "format": first.format, "size": [first.width, first.height], "count": len(found),
+            "mean": [sum(m[k] for m in means) / len(means) for k in range(3)]}
 
 
 def _text(body: dict) -> str:

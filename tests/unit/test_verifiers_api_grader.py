@@ -299,3 +299,16 @@ def test_through_the_registry_a_grader_has_no_weights_and_moves_nowhere(chat):
     info = verifiers.describe("api_grader")
     assert info["needs"] == ["prompt"] and info["required_options"] == ["base_url"]
     assert set(info["options"]) == {"base_url", "api_key_env", "mode", "aspects", "concurrency", "timeout", "retries"}
+
+
+def test_a_video_is_one_request_with_frames_spread_over_it(chat):
+    g = grader(chat, concurrency=2)
+    reds = torch.tensor([[0.1, 0.9, 0.3, 0.7, 0.5], [0.2, 0.2, 0.8, 0.2, 0.2]])
+    videos = torch.zeros(2, 5, 8, 8, 3)
+    videos[..., 0] = reds[:, :, None, None]
+    scores = g.score_video(videos, prompt="a red cube", frames=3)
+    assert g.frame_indices == [0, 2, 4] and g.frame_scores == {}
+    assert scores.tolist() == pytest.approx([0.3, 0.4], abs=3e-3)  # P(Yes) = mean red of frames 0, 2, 4 (8-bit PNG)
+    requests = sorted(chat.requests(), key=lambda r: r["image"]["mean"][0])
+    assert [r["image"]["count"] for r in requests] == [3, 3]
+    assert all(r["text"] == vqa_question("a red cube", 3) for r in requests)

@@ -62,11 +62,12 @@ def test_vqascore_is_the_softmax_of_yes_at_the_last_position(folders, arch):
 def test_batched_and_left_padded_rows_equal_one_by_one(folders, arch):
     v = load_verifier("vlm_grader", str(folders[arch, False]), batch_size=8)
     images = random_images(3, 40, 48, seed=2)
+    clips = images.unsqueeze(1)  # one image per question
     prompts = ["a cat", "a very long prompt about a small grey cat sitting on a mat in the sun", "dog"]
-    batch = v.inputs(images, [vqa_question(p) for p in prompts])
+    batch = v.inputs(clips, [vqa_question(p) for p in prompts])
     assert (batch["attention_mask"][:, -1] == 1).all() and (batch["attention_mask"] == 0).any()  # padded, on the left
-    together = v.vqascore(images, prompts)
-    alone = torch.cat([v.vqascore(images[i:i + 1], prompts[i:i + 1]) for i in range(3)])
+    together = v.vqascore(clips, prompts)
+    alone = torch.cat([v.vqascore(clips[i:i + 1], prompts[i:i + 1]) for i in range(3)])
     assert torch.allclose(together, alone, rtol=1e-4, atol=1e-7), (together, alone)
     one_prompt = v.score(images, prompt="a cat")
     assert torch.allclose(one_prompt, torch.cat([v.score(images[i:i + 1], prompt="a cat") for i in range(3)]),
@@ -79,7 +80,7 @@ def test_images_reach_the_processor_as_its_pil_path_would_give_them(folders):
 
     v = load_verifier("vlm_grader", str(folders["qwen2_5_vl", False]))
     image = (random_images(1, 40, 48, seed=4) * 255).round() / 255
-    ours = v.inputs(image, ["q"])["pixel_values"]
+    ours = v.inputs(image.unsqueeze(1), ["q"])["pixel_values"]
     pil = Image.fromarray((image[0] * 255).round().byte().numpy())
     text = v.processor.apply_chat_template([{"role": "user", "content": [{"type": "image"},
                                                                          {"type": "text", "text": "q"}]}],
@@ -98,7 +99,26 @@ def test_aspects_mode_parses_the_greedy_answer_and_reports_every_aspect(folders,
     assert list(members) == ["accuracy to prompt", "visual quality"]
     assert torch.equal(members["accuracy to prompt"], torch.full((3,), 7.0))
     assert torch.equal(members["visual quality"], torch.full((3,), 4.0))
-    assert v.answers(random_images(1, 40, 48, seed=6), ["a dog"]) == [ANSWER]
+    assert v.answers(random_images(1, 40, 48, seed=6).unsqueeze(1), ["a dog"]) == [ANSWER]
+
+
+@pytest.mark.parametrize("arch", TINY_VLM_ARCHS)
+def test_a_video_is_one_question_about_frames_spread_over_it(folders, arch):
+    v = load_verifier("vlm_grader", str(folders[arch, True]), mode="aspects", aspects=TWO, batch_size=2,
+                      max_new_tokens=4)
+    asked = []
+    template = v.processor.apply_chat_template
+    v.processor.apply_chat_template = lambda conversations, **kw: asked.extend(conversations) or template(
+        conversations, **kw)
+    videos = random_images(2 * 5, 40, 48, seed=7).view(2, 5, 40, 48, 3)
+    scores = v.score_video(videos, prompt="a cat", frames=3)
+    assert torch.equal(scores, torch.full((2,), 5.5)) and v.frame_indices == [0, 2, 4] and v.frame_scores == {}
+    assert len(asked) == 2  # one question per clip
+    for conversation, video in zip(asked, videos):
+        parts = conversation[0]["content"]
+        shown = [p["image"] for p in parts if p["type"] == "image"]
+        assert len(shown) == 3 and all(torch.equal(s, video[i].movedim(-1, 0)) for s, i in zip(shown, (0, 2, 4)))
+        assert parts[-1]["text"] == aspect_request("a cat", ("accuracy to prompt", "visual quality"), 3)
 
 
 @pytest.mark.parametrize("arch", TINY_VLM_ARCHS)
