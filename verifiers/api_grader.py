@@ -19,9 +19,8 @@ import openai
 import torch
 from PIL import Image
 
-from .base import Verifier, VerifierError
-from .frames import frame_indices
-from .grading import VQA_ANSWER, aspect_request, check_mode, parse_aspects, parse_ratings, vqa_question
+from .base import VerifierError
+from .grading import VQA_ANSWER, ClipGrader, aspect_request, check_mode, parse_aspects, parse_ratings, vqa_question
 
 NAME = "api_grader"
 DEFAULT_MODEL = ""
@@ -146,7 +145,7 @@ def yes_probability(top: Sequence, url: str, model: str) -> float:
     return min(p, 1.0)
 
 
-class ApiGrader(Verifier):
+class ApiGrader(ClipGrader):
     """Asks a remote vision-language model about each image, `concurrency` requests at a time, in input order."""
 
     name = NAME
@@ -176,21 +175,6 @@ class ApiGrader(Verifier):
     def release(self) -> None:
         self.client.close()
         super().release()
-
-    def score(self, images: torch.Tensor, prompt: Optional[str] = None,
-              references: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Float32 scores `[B]` in input order: P(Yes) in mode vqascore, the mean aspect rating in mode aspects."""
-        self.check(prompt, references)
-        return self._grade(images.unsqueeze(1), prompt)
-
-    def score_video(self, videos: torch.Tensor, prompt: Optional[str] = None,
-                    references: Optional[torch.Tensor] = None, frames: int = 4, how: str = "mean") -> torch.Tensor:
-        """One request per clip with `frames` frames spread over it (several images in one message), so the model
-        judges the clip as a whole: `how` has nothing to aggregate and no frame gets a score of its own."""
-        self.check(prompt, references)
-        self.frame_indices = frame_indices(videos.shape[1], frames)
-        self.frame_scores = {}
-        return self._grade(videos[:, self.frame_indices], prompt)
 
     def _grade(self, clips: torch.Tensor, prompt: str) -> torch.Tensor:
         """Scores `[B]` of clips `[B, F, H, W, 3]` (F = 1: images)."""

@@ -9,7 +9,10 @@ import math
 import re
 from typing import Optional, Sequence
 
-from .base import VerifierError
+import torch
+
+from .base import Verifier, VerifierError
+from .frames import frame_indices
 
 MODES = ("vqascore", "aspects")
 VQA_QUESTION = 'Does this figure show "{prompt}"? Please answer yes or no.'
@@ -96,3 +99,26 @@ def parse_ratings(verifier: str, index: int, answer: str, aspects: Sequence[str]
     if missing:
         raise UnparsedAnswer(verifier, index, answer, missing)
     return out
+
+
+class ClipGrader(Verifier):
+    """A grader asking one question per clip of frames `[F, H, W, 3]`: an image is a clip of one frame, a video the
+    `frames` frames spread over it, shown in order, so the model judges the clip as a whole (no frame has a score of
+    its own, and there is nothing for `how` to aggregate). Subclasses implement `_grade(clips [B, F, H, W, 3],
+    prompt) -> scores [B]`; in aspects mode an unparsable answer raises UnparsedAnswer with the clip's index."""
+
+    @torch.no_grad()
+    def score(self, images: torch.Tensor, prompt: Optional[str] = None,
+              references: Optional[torch.Tensor] = None) -> torch.Tensor:
+        self.check(prompt, references)
+        return self._grade(images.unsqueeze(1), prompt)
+
+    @torch.no_grad()
+    def score_video(self, videos: torch.Tensor, prompt: Optional[str] = None,
+                    references: Optional[torch.Tensor] = None, frames: int = 4, how: str = "mean") -> torch.Tensor:
+        self.check(prompt, references)
+        self.frame_indices, self.frame_scores = frame_indices(videos.shape[1], frames), {}
+        return self._grade(videos[:, self.frame_indices], prompt)
+
+    def _grade(self, clips: torch.Tensor, prompt: str) -> torch.Tensor:
+        raise NotImplementedError

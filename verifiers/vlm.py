@@ -19,10 +19,17 @@ from typing import Any, Optional, Sequence
 import torch
 
 from . import hf
-from .base import Verifier, VerifierError
+from .base import VerifierError
 from .files import check_json_files, check_weights, read_json
-from .frames import frame_indices
-from .grading import VQA_ANSWER, aspect_request, check_mode, parse_aspects, parse_ratings, vqa_question
+from .grading import (
+    VQA_ANSWER,
+    ClipGrader,
+    aspect_request,
+    check_mode,
+    parse_aspects,
+    parse_ratings,
+    vqa_question,
+)
 from .loading import model_source, resolve
 
 NAME = "vlm_grader"
@@ -37,7 +44,7 @@ MAX_NEW_TOKENS = 128
 _SHARD_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 
 
-class VLMGrader(Verifier):
+class VLMGrader(ClipGrader):
     """Scores images by asking a vision-language chat model about them; VQAScore in 0..1, aspects on 0..10."""
 
     name = NAME
@@ -87,24 +94,6 @@ class VLMGrader(Verifier):
                                   pad_token_id=self.processor.tokenizer.pad_token_id)
         out = self.model.generate(**batch, generation_config=config)
         return self.processor.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
-
-    @torch.no_grad()
-    def score(self, images: torch.Tensor, prompt: Optional[str] = None,
-              references: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Scores `[B]` float32 on the CPU; in `aspects` mode every answer is parsed with its position in `images`,
-        so an unparseable one raises UnparsedAnswer naming that image, never a silent zero."""
-        self.check(prompt, references)
-        return self._grade(images.unsqueeze(1), prompt)
-
-    @torch.no_grad()
-    def score_video(self, videos: torch.Tensor, prompt: Optional[str] = None,
-                    references: Optional[torch.Tensor] = None, frames: int = 4, how: str = "mean") -> torch.Tensor:
-        """One question per clip about `frames` frames spread over it (several images in one turn), so the model
-        judges the clip as a whole: `how` has nothing to aggregate and no frame gets a score of its own."""
-        self.check(prompt, references)
-        self.frame_indices = frame_indices(videos.shape[1], frames)
-        self.frame_scores = {}
-        return self._grade(videos[:, self.frame_indices], prompt)
 
     def _grade(self, clips: torch.Tensor, prompt: str) -> torch.Tensor:
         """Scores `[B]` of clips `[B, F, H, W, 3]` (F = 1: images), `batch_size` questions per model call."""

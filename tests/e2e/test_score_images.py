@@ -14,25 +14,12 @@ from PIL import Image
 
 from noise_search.tests.helpers.comfy_script import run_in_comfyui
 from noise_search.tests.helpers.comfy_server import PromptRejected
+from noise_search.tests.helpers.workflows import widget_defaults
 
 pytestmark = pytest.mark.comfyui
 
 PROMPT = "a red cube on a wooden table"
 BATCH, TOP_K = 4, 2
-
-
-def defaults(info: dict) -> dict:
-    """Every widget input of a node at its default (combos: their default or first option)."""
-    out = {}
-    for section in ("required", "optional"):
-        for name, spec in info["input"].get(section, {}).items():
-            opts = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
-            if isinstance(spec[0], list) or spec[0] == "COMBO":
-                options = spec[0] if isinstance(spec[0], list) else opts.get("options", [])
-                out[name] = opts.get("default", options[0] if options else None)
-            elif "default" in opts:
-                out[name] = opts["default"]
-    return out
 
 
 class Graph:
@@ -44,7 +31,7 @@ class Graph:
 
     def node(self, class_type: str, **inputs) -> str:
         node_id = str(len(self.nodes) + 1)
-        self.nodes[node_id] = {"class_type": class_type, "inputs": {**defaults(self.info[class_type]), **inputs}}
+        self.nodes[node_id] = {"class_type": class_type, "inputs": {**widget_defaults(self.info[class_type]), **inputs}}
         return node_id
 
 

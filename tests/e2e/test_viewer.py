@@ -10,21 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from noise_search.tests.helpers.workflows import widget_defaults
+
 pytestmark = pytest.mark.comfyui
-
-
-def defaults(info: dict) -> dict:
-    """Every widget input of a node at its default (combos: first option)."""
-    out = {}
-    for section in ("required", "optional"):
-        for name, spec in info["input"].get(section, {}).items():
-            opts = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
-            if isinstance(spec[0], list) or spec[0] == "COMBO":
-                options = spec[0] if isinstance(spec[0], list) else opts.get("options", [])
-                out[name] = opts.get("default", options[0] if options else None)
-            elif "default" in opts:
-                out[name] = opts["default"]
-    return out
 
 
 def viewer_prompt(comfy, env, pick: int, batch: int = 2, seed: int = 5) -> dict:
@@ -32,7 +20,7 @@ def viewer_prompt(comfy, env, pick: int, batch: int = 2, seed: int = 5) -> dict:
     info = comfy.object_info()
 
     def node(class_type: str, **inputs) -> dict:
-        return {"class_type": class_type, "inputs": {**defaults(info[class_type]), **inputs}}
+        return {"class_type": class_type, "inputs": {**widget_defaults(info[class_type]), **inputs}}
 
     text = "a red cube on a wooden table"
     return {

@@ -218,3 +218,17 @@ def widget_index(node: dict, info: dict, name: str) -> int:
                 return i
             i += 1 + extra_widgets(input_name, spec)
     raise KeyError(name)
+
+
+def widget_defaults(info: dict) -> dict:
+    """Every widget input of a node at its default (combos: their default or first option)."""
+    out = {}
+    for section in ("required", "optional"):
+        for name, spec in info["input"].get(section, {}).items():
+            opts = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+            if isinstance(spec[0], list) or spec[0] == "COMBO":
+                options = spec[0] if isinstance(spec[0], list) else opts.get("options", [])
+                out[name] = opts.get("default", options[0] if options else None)
+            elif "default" in opts:
+                out[name] = opts["default"]
+    return out
