@@ -15,13 +15,17 @@ import torch
 import comfy.model_management
 import comfy.sampler_helpers
 import comfy.samplers
+import folder_paths
 
+from ..report.store import TensorStore, spill_note
 from ..search import run_search
 from ..search.types import Candidate, SearchProblem, SearchResult
 from .comfy_model import auto_rows, reference_target, renoise_for
 from .denoise import Pause, SearchDenoiser, function_name, takes_noise_sampler
 from .noise import ItemNoise
 from .scoring import TAESD, VAE, Scorer
+
+RECORD_RAM = 256 << 20  # host RAM for the model outputs racing replays (the rest in a temporary file)
 
 
 class SearchSampler(comfy.samplers.Sampler):
@@ -80,7 +84,8 @@ class _Run:
         self.reference_sigma = (reference_target(self.model_sampling, verifier.reference_sigma)
                                 if self.needs_reference else None)
         self.references: dict = {}  # candidate id -> (|sigma - target|, x0 row on the CPU)
-        self.paused: dict = {}  # plain candidate id -> (initial noise, recorded model outputs, state), CPU rows
+        self.paused: dict = {}  # plain candidate id -> (initial noise, state, model calls so far), CPU rows
+        self.recorded = TensorStore(RECORD_RAM, folder_paths.get_temp_directory())  # id -> its model outputs
         self.scored = False
         self.early_notes: list = []
         self.mismatch: set = set()
@@ -170,13 +175,15 @@ class _Run:
             replay: list = []
         else:
             paused = [self.paused.pop(c.id, None) for c in batch]
-            self.paused = {i: p for i, p in self.paused.items() if len(p[1]) >= done}  # dropped at earlier rungs
-            if any(p is None or len(p[1]) != done or not torch.equal(p[2], row.detach().to("cpu"))
+            if any(p is None or p[2] != done or not torch.equal(p[1], row.detach().to("cpu"))
                    for p, row in zip(paused, x)):
                 raise RuntimeError(f"internal: candidates {[c.id for c in batch]} continue no run paused at step "
                                    f"{start}")
+            for i in [i for i, p in self.paused.items() if p[2] < done]:  # dropped at earlier rungs
+                del self.paused[i]
+                self.recorded.discard(i)
             noise = torch.stack([p[0] for p in paused])
-            replay = [torch.stack([p[1][j] for p in paused]) for j in range(done)]
+            replay = list(torch.stack([self.recorded[c.id] for c in batch]).unbind(1))
         sig = self.sigmas.to(self.device, copy=True)
         x = self._start(noise.to(self.device, self.dtype), sig, batch)
         model_k = SearchDenoiser(self.model_wrap, self.sigmas, self.rows(self.latent_image, len(batch)),
@@ -189,9 +196,13 @@ class _Run:
             x_end = pause.x
         self._count(model_k, (stop_at if stop_at is not None else cost(full)) - done, sigmas)
         if stop_at is not None:
-            outputs = replay + model_k.recorded
+            outputs = torch.stack(replay + model_k.recorded, dim=1)  # [K, calls, *shape]
             for i, c in enumerate(batch):
-                self.paused[c.id] = (noise[i], [o[i] for o in outputs], x_end[i].detach().to("cpu"))
+                self.recorded.add(c.id, outputs[i])
+                self.paused[c.id] = (noise[i], x_end[i].detach().to("cpu"), stop_at)
+        else:
+            for c in batch:
+                self.recorded.discard(c.id)
         return x_end, model_k.x0
 
     def _inpaint_noise(self, batch: Sequence[Candidate], x: torch.Tensor) -> Optional[torch.Tensor]:
@@ -249,7 +260,9 @@ class _Run:
         """What this run learnt that the search cannot know: model calls that differ from the dry run."""
         drift = [f"NFE count drifted: the sampler made {calls} model calls where its dry run counted {expected}"
                  for calls, expected in sorted(self.mismatch)]
-        return self.early_notes + drift
+        spilled = spill_note("recorded model outputs of paused runs", [self.recorded], RECORD_RAM)
+        self.recorded.close()
+        return self.early_notes + drift + ([spilled] if spilled else [])
 
 
 def _offset(full: torch.Tensor, part: torch.Tensor) -> int:

@@ -44,6 +44,10 @@ class TensorStore(Mapping):
             self._disk[cid] = (self._end, nbytes, tuple(latent.shape), latent.dtype)
             self._end += nbytes
 
+    def discard(self, cid: int) -> None:
+        """Drop `cid` (its RAM is freed at once; spilled bytes stay in the file until the store is closed)."""
+        self._forget(cid)
+
     def _forget(self, cid: int) -> None:
         if cid in self._ram:
             latent = self._ram.pop(cid)

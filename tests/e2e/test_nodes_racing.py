@@ -34,6 +34,16 @@ for name in __SAMPLERS__:
                      max(max_diff(runs[b][4].latents[0][i], report.latents[0][i]) for i in finals)] for b in (3, 6)],
         "drift": [n for n in report.all_notes() if "drifted" in n],
     }
+# the recorded model outputs spill to a temporary file past their RAM budget: the same race, said in the notes
+import noise_search.nodes.guider_bridge as bridge
+budget, bridge.RECORD_RAM = bridge.RECORD_RAM, 0
+spilled = search(empty, 50, "euler_ancestral", batch_size=3, **RACE)[4]
+bridge.RECORD_RAM = budget
+in_ram = search(empty, 50, "euler_ancestral", batch_size=3, **RACE)[4]
+out["spill"] = [sorted(spilled.latents[0]) == sorted(in_ram.latents[0]),
+                max(max_diff(spilled.latents[0][i], in_ram.latents[0][i]) for i in in_ram.latents[0]),
+                [n for n in spilled.all_notes() if "recorded model outputs" in n],
+                [n for n in in_ram.all_notes() if "recorded model outputs" in n]]
 random_nfe = search(empty, 50, "heun", steps=8, candidates=1)[4].results[0].nfe
 out["unit_heun"] = random_nfe
 
@@ -100,3 +110,9 @@ def test_bad_racing_settings_name_their_input(result, case, needles):
     assert message is not None, f"{case} did not raise"
     for needle in needles:
         assert needle in message, message
+
+
+def test_recorded_outputs_past_their_ram_budget_spill_to_a_file_and_change_nothing(result):
+    same_finishers, diff, spilled_notes, in_ram_notes = result["spill"]
+    assert same_finishers and diff == 0.0
+    assert len(spilled_notes) == 1 and "temporary file" in spilled_notes[0] and in_ram_notes == []
