@@ -3,6 +3,7 @@
     python benchmarks/overhead.py                  # full run (full_plan): a day on 2 CPU cores, see below
     python benchmarks/overhead.py --quick          # 3 to 5 minutes on 2 cores (QUICK)
     python benchmarks/overhead.py --smoke          # under a minute: tiny models, for the tests (SMOKE)
+    python benchmarks/overhead.py --video          # the video rows (VIDEO): a Wan 2.1-class clip on the CPU
     python benchmarks/overhead.py --json out.json  # also write the rows
     python benchmarks/overhead.py --decode "full VAE" --algorithms random paths --no-memory --steps 20 --size 512
     python benchmarks/overhead.py --models sd15 --no-memory                     # only SD1.5's rows (with CUDA)
@@ -77,7 +78,7 @@ BENCH = Path(__file__).resolve().parent
 WORKER = BENCH / "overhead_worker.py"
 KEYS = ("algorithm", "decode", "nfe", "seconds", "model_share", "decode_share", "verify_share", "other_share",
         "ratio_to_stock", "peak_rss_mb")
-ALGORITHMS = ("random", "zero_order", "paths", "smc", "trust_region", "evolution")
+ALGORITHMS = ("random", "zero_order", "paths", "smc", "trust_region", "evolution", "racing")
 FULL_VAE, TAESD_X0, TAESD_ALL = "full VAE", "TAESD for x0 previews", "TAESD for all"
 DECODES = (FULL_VAE, TAESD_X0, TAESD_ALL)  # the sampler's scoring_decode values; the first is its default
 STOCK_DECODE = FULL_VAE  # a stock user decodes with the VAE
@@ -133,6 +134,10 @@ def full_plan(cuda: bool) -> Plan:
 QUICK = Plan((Config("sd15", 128, 3, "vit-b-32", settings={"candidates": 2}),),
              ((("random", FULL_VAE), ("random", TAESD_ALL), ("smc", FULL_VAE), ("smc", TAESD_X0))),
              memory_config("radiance", 16))
+# video: a Wan 2.1-layout model with one block and the real-size Wan VAE, 17 frames at 128 px on the CPU; every
+# candidate's clip is decoded whole to be scored, which is what a video search adds to sampling
+VIDEO = Plan((Config("tiny_wan", 128, 20, "vit-b-32", settings={"candidates": 4}, label="video"),),
+             (("random", FULL_VAE), ("racing", FULL_VAE)), None)
 SMOKE = Plan((Config("tiny_sd15", 64, 2, "tiny", settings={"candidates": 3}),),
              (("random", FULL_VAE), ("evolution", FULL_VAE), ("smc", TAESD_X0), ("random", TAESD_ALL)),
              memory_config("radiance", 6, size=256))
@@ -253,6 +258,8 @@ def main(argv: Optional[list] = None) -> list[dict]:
                                                            "random (full VAE, TAESD for all), smc (full VAE, TAESD "
                                                            "for x0 previews); memory row with 16 candidates")
     mode.add_argument("--smoke", action="store_true", help="tiny models, seconds per row (for the tests)")
+    mode.add_argument("--video", action="store_true", help="the video rows: a one-block Wan 2.1-class model with the "
+                                                           "real Wan VAE, 17 frames at 128 px, random and racing")
     parser.add_argument("--comfyui", type=Path, default=os.environ.get("COMFYUI_PATH"),
                         help="ComfyUI checkout (default: $COMFYUI_PATH)")
     parser.add_argument("--json", type=Path, help="write the rows to this file")
@@ -277,7 +284,7 @@ def main(argv: Optional[list] = None) -> list[dict]:
     args = parser.parse_args(argv)
     if args.comfyui is None or not (args.comfyui / "main.py").is_file():
         parser.error("point --comfyui (or COMFYUI_PATH) at a ComfyUI checkout")
-    plan = SMOKE if args.smoke else QUICK if args.quick else full_plan(cuda_available())
+    plan = SMOKE if args.smoke else QUICK if args.quick else VIDEO if args.video else full_plan(cuda_available())
     if args.algorithms or args.decode:
         algorithms = tuple(args.algorithms or dict.fromkeys(a for a, _ in plan.runs))
         plan = replace(plan, runs=every(algorithms, tuple(args.decode or dict.fromkeys(d for _, d in plan.runs))))

@@ -42,6 +42,9 @@ TINY_SD15_UNET = SD15_UNET | {"num_res_blocks": [1], "transformer_depth": [1], "
 TINY_FLUX_UNET = FLUX_UNET | {"hidden_size": 128, "num_heads": 2, "depth": 1, "depth_single_blocks": 1,
                               "axes_dim": [16, 24, 24], "context_in_dim": 64}
 # Chroma Radiance's pixel-space transformer, small: a cheap model whose "latents" are full-size images
+TINY_WAN_UNET = {"image_model": "wan2.1", "model_type": "t2v", "dim": 128, "out_dim": 16, "num_heads": 1,
+                 "ffn_dim": 256, "num_layers": 1, "patch_size": (1, 2, 2), "freq_dim": 256, "window_size": (-1, -1),
+                 "qk_norm": True, "cross_attn_norm": True, "eps": 1e-6, "in_dim": 16}  # Wan 2.1's layout, one block
 TINY_RADIANCE_UNET = {"image_model": "chroma_radiance", "in_channels": 3, "out_channels": 3, "context_in_dim": 64,
                       "hidden_size": 32, "mlp_ratio": 2.0, "num_heads": 1, "depth": 1, "depth_single_blocks": 0,
                       "axes_dim": [8, 12, 12], "theta": 10000, "patch_size": 32, "qkv_bias": True, "in_dim": 64,
@@ -73,9 +76,10 @@ class Arch:
     file_dtype: torch.dtype  # what the released checkpoint stores: ComfyUI picks the inference dtype from it
     context: tuple  # (tokens, width) of the text conditioning
     pooled: Optional[int]  # width of pooled_output, None when the model takes none
-    vae: str  # "kl4" (SD/SDXL AutoencoderKL), "kl16" (Flux's), "pixel" (pixel space)
+    vae: str  # "kl4" (SD/SDXL AutoencoderKL), "kl16" (Flux's), "pixel" (pixel space), "wan21" (Wan 2.1's video VAE)
     cfg: float
     extra: dict = field(default_factory=dict)  # further conditioning entries (Flux guidance)
+    frames: int = 0  # a video model's frames per clip (0: an image model)
 
 
 ARCHS = {
@@ -84,6 +88,7 @@ ARCHS = {
     "flux": Arch("Flux", FLUX_UNET, torch.bfloat16, (256, 4096), 768, "kl16", 1.0, {"guidance": 3.5}),
     "tiny_sd15": Arch("SD15", TINY_SD15_UNET, torch.float16, (77, 768), None, "kl4", 8.0),
     "tiny_flux": Arch("Flux", TINY_FLUX_UNET, torch.bfloat16, (16, 64), 768, "kl16", 1.0, {"guidance": 3.5}),
+    "tiny_wan": Arch("WAN21_T2V", TINY_WAN_UNET, torch.float16, (512, 4096), None, "wan21", 6.0, frames=17),
     "tiny_radiance": Arch("ChromaRadiance", TINY_RADIANCE_UNET, torch.bfloat16, (8, 64), None, "pixel", 1.0,
                           {"pooled_output": None}),  # T5-only text encoders give no pooled output
 }
@@ -151,6 +156,13 @@ def vae_state_dict(kind: str, seed: int = 0) -> dict:
     pixel-space marker ComfyUI reads as PixelspaceConversionVAE."""
     if kind == "pixel":
         return {"pixel_space_vae": torch.tensor(1.0)}
+    if kind == "wan21":  # ComfyUI builds it at this size whatever the file holds
+        from comfy.ldm.wan.vae import WanVAE
+
+        with torch.device("meta"):
+            net = WanVAE(dim=96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+                         temperal_downsample=[False, True, True], dropout=0.0)
+        return random_state_dict(_shapes(net, ""), seed)
     from comfy.ldm.modules.diffusionmodules.model import Decoder, Encoder
 
     z = {"kl4": 4, "kl16": 16}[kind]
@@ -187,6 +199,12 @@ def latent_channels(arch: Arch) -> int:
 
 def latent_downscale(arch: Arch) -> int:
     return 1 if arch.vae == "pixel" else 8
+
+
+def latent_frames(arch: Arch) -> tuple:
+    """A video model's latent frames as a 1-tuple (Wan: the first frame, then one latent frame per 4); () for
+    images."""
+    return ((arch.frames - 1) // 4 + 1,) if arch.frames else ()
 
 
 def write_clip_tokenizer(folder: Path, vocab_size: int, image_size: int) -> None:

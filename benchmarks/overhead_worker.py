@@ -164,7 +164,8 @@ class Bench:
         loader = NoiseSearchVerifierLoader.execute("clip_score", str(clip_dir), "auto", "auto", False, "", "")
         self.verifier = loader.args[0]
         self.positive, self.negative = om.conditioning(arch, 2), om.conditioning(arch, 3)
-        self.shape = (om.latent_channels(arch),) + (job["size"] // om.latent_downscale(arch),) * 2
+        self.shape = ((om.latent_channels(arch),) + om.latent_frames(arch)
+                      + (job["size"] // om.latent_downscale(arch),) * 2)
         self.timers = Timers()
         self.timers.hook_model(self.model.model.diffusion_model)
         self.timers.wrap(Scorer, "decode", "decode")
@@ -199,7 +200,7 @@ class Bench:
 
             preview_decoder("overhead", decode, self.model)(self.model.model.process_latent_in(latent))
         self.verifier.load()
-        self.verifier.verifier.score(image, PROMPT, None)
+        self.verifier.verifier.score(image.reshape(-1, *image.shape[-3:])[:1], PROMPT, None)  # a video: one frame
         self.timers.reset()
 
     def stock(self, rows: int) -> dict:

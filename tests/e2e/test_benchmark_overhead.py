@@ -82,3 +82,19 @@ def test_smoke_nfe_equals_the_search_plan_and_ratio_is_against_stock(smoke):
     assert stock["nfe"] == n * config.steps  # B = all candidates at once on the CPU
     assert stock["ratio_to_stock"] == 1.0
     assert all(r["ratio_to_stock"] > 0 for r in rows)
+
+
+def test_video_rows_run_a_wan_class_model_with_the_real_wan_vae(tmp_path):
+    """--video, shrunk to 32 px and 2 steps: a random and a racing search over Wan 2.1-layout clips, and stock."""
+    out = tmp_path / "video.json"
+    proc = subprocess.run([sys.executable, str(BENCH / "overhead.py"), "--video", "--size", "32", "--steps", "4",
+                           "--comfyui", str(comfyui_path()), "--json", str(out)], capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    rows = {r["algorithm"]: r for r in json.loads(out.read_text())}
+    assert list(rows) == ["video:random", "video:racing", "video:stock"]
+    n = _overhead().VIDEO.configs[0].settings["candidates"]
+    assert rows["video:random"]["nfe"] == planned_nfe("random", 4, n)
+    assert rows["video:racing"]["nfe"] == estimate_nfe("racing", torch.linspace(1.0, 0.0, 5), lambda s: len(s) - 1,
+                                                       n=n) < rows["video:random"]["nfe"]
+    assert all(r["decode_share"] > 0 and r["ratio_to_stock"] > 0 for r in rows.values())
