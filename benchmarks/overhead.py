@@ -23,9 +23,9 @@ as ComfyUI runs a prompt, warms up (one stock step, one decode, one score), rese
 measures.
 
 Cost: the seven algorithms at the node's defaults spend 1784 NFEs (random 80, zero_order 340, paths 500, smc 104,
-trust_region 400, evolution 320, racing 40), three times over for the three decodes, the stock run 80; an SD1.5 CFG pair at
-512 px takes 10-20 s on 2 CPU cores, and the memory row about 1 s per candidate there. --algorithms, --decode,
---steps, --size and --no-memory cut it down.
+trust_region 400, evolution 320, racing 40), three times over for the three decodes, the stock run 80; an SD1.5
+CFG pair at 512 px takes 10-20 s on 2 CPU cores, and the memory row about 1 s per candidate there. --algorithms,
+--decode, --steps, --size and --no-memory cut it down.
 
 Row values:
 - nfe: NFEs the search spent (a CFG pair is one; Heun would count 2 per step); checked equal to its plan.
