@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import fields
+from typing import Optional
 
 import comfy.samplers
 from comfy_api.latest import io
@@ -19,7 +20,8 @@ def _settings(node: str, kwargs: dict) -> SearchSettings:
     return SearchSettings(node=node, **{k: kwargs[k] for k in _SETTING_NAMES if k in kwargs})  # optional: defaults
 
 
-def _node_id(cls):
+def unique_id(cls) -> Optional[str]:
+    """A V3 node's own id in the running prompt (None when called outside an execution)."""
     return cls.hidden.unique_id if cls.hidden is not None else None
 
 
@@ -72,7 +74,7 @@ class NoiseSearchSampler(io.ComfyNode):
         guider = comfy.samplers.CFGGuider(model)
         guider.set_conds(positive, negative)
         guider.set_cfg(cfg)
-        out = run_node_search(node=node, node_id=_node_id(cls), guider=guider,
+        out = run_node_search(node=node, node_id=unique_id(cls), guider=guider,
                               sampler=comfy.samplers.sampler_object(sampler_name), sampler_input="sampler_name",
                               sigmas=ksampler.sigmas, latent=latent_image, seed=seed, vae=vae, verifier=verifier,
                               prompt=prompt, settings=_settings(node, settings))
@@ -113,7 +115,7 @@ class NoiseSearchSamplerCustom(io.ComfyNode):
             raise ValueError(f"{node}: the noise input must carry a seed to search from, but {type(noise).__name__} "
                              f"has none (DisableNoise and custom noises cannot be searched): connect a RandomNoise "
                              f"node")
-        out = run_node_search(node=node, node_id=_node_id(cls), guider=guider, sampler=sampler,
+        out = run_node_search(node=node, node_id=unique_id(cls), guider=guider, sampler=sampler,
                               sampler_input="sampler", sigmas=sigmas, latent=latent_image, seed=noise.seed, vae=vae,
                               verifier=verifier, prompt=prompt, settings=_settings(node, settings))
         return io.NodeOutput(*out)

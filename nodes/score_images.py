@@ -22,6 +22,7 @@ from ..search.types import Candidate
 from ..verifiers.registry import KINDS, kind_info
 from .checks import check_images, check_scorable, check_verifier
 from .progress import announce
+from .samplers import CATEGORY, unique_id
 from .scoring import THUMB_RAM, Scorer
 from .types import LoadedVerifier, SearchReportType, VerifierType
 
@@ -56,7 +57,7 @@ class NoiseSearchScoreImages(io.ComfyNode):
         return io.Schema(
             node_id="NoiseSearchScoreImages",
             display_name=cls.DISPLAY,
-            category="sampling/noise search",
+            category=CATEGORY,
             description="Scores any batch of images with a verifier (no sampling) and sorts it best first. The "
                         "report shows the ranking in the Score Viewer like a search's. An ensemble ranks the whole "
                         "batch as one set.",
@@ -91,8 +92,7 @@ class NoiseSearchScoreImages(io.ComfyNode):
         check_images(node, images)
         check_verifier(node, verifier, prompt)
         check_scorable(node, verifier)
-        node_id = cls.hidden.unique_id if cls.hidden is not None else None
-        report = score_images(node, node_id, images, verifier, prompt, top_k)
+        report = score_images(node, unique_id(cls), images, verifier, prompt, top_k)
         result = report.results[0]
         order = torch.tensor(ranking(result))
         scores = [float(c.score) for c in result.candidates]  # candidates are in input order

@@ -92,9 +92,9 @@ class Scorer:
             where = f", frame {e.frame}" if getattr(e, "frame", None) is not None else ""
             raise ValueError(f"{self.node}: candidate {batch[e.index].id}{where}: {e}") from e
         if video:
-            per_frame = getattr(verifier, "frame_scores", {})
+            per_frame = verifier.frame_scores
             for j, c in enumerate(batch):
-                c.extra["frames"] = {"indices": list(getattr(verifier, "frame_indices", [])),
+                c.extra["frames"] = {"indices": list(verifier.frame_indices),
                                      "aggregate": self.handle.frame_aggregate,
                                      "scores": {name: [float(v) for v in t[j]] for name, t in per_frame.items()}}
         members = verifier.member_scores()

@@ -19,9 +19,9 @@ from ..verifiers.frames import FRAME_AGGREGATES
 from ..verifiers.grading import MODES as GRADER_MODES
 from ..verifiers.loading import KNOWN_MODELS, set_model_dirs
 from ..verifiers.registry import KINDS, describe, kind_info, load_verifier
+from .samplers import CATEGORY
 from .types import LoadedVerifier, VerifierType, VerifierWeights
 
-CATEGORY = "sampling/noise search"
 FOLDER = "verifiers"
 MODEL_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}

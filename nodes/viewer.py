@@ -19,6 +19,7 @@ from comfy_api.latest import io
 from ..report import SearchReport
 from ..report.render import final_ids, pick_ids, render_report
 from ..report.report import STRIP_FRAMES, image_batch
+from .samplers import CATEGORY
 from .types import SearchReportType
 
 CHART_WIDTH = 1024
@@ -76,7 +77,7 @@ class NoiseSearchScoreViewer(io.ComfyNode):
         return io.Schema(
             node_id="NoiseSearchScoreViewer",
             display_name="Score Viewer",
-            category="sampling/noise search",
+            category=CATEGORY,
             description="Shows every final candidate with its scores, the best-score-vs-NFE curve and the search "
                         "lineage. Outputs the chart and the picked candidate (pick = -1: the best) from the stored "
                         "report, without sampling again. Click a candidate in the viewer to pick it.",

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from types import MappingProxyType
+from typing import Mapping, Optional, Sequence
 
 import torch
 
@@ -26,6 +27,8 @@ class Verifier:
     reference_sigma: Optional[float] = None
     batch_size: int = 16  # images per model call
     video: bool = False  # scores whole clips only (score_video): temporal consistency, motion
+    frame_indices: Sequence[int] = ()  # the last score_video's frames, and their scores {name: [B, F]} (none: the
+    frame_scores: Mapping[str, torch.Tensor] = MappingProxyType({})  # clip was judged whole)
 
     def __init__(self) -> None:
         self.model: Optional[torch.nn.Module] = None
