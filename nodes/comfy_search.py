@@ -20,6 +20,7 @@ from ..search.types import SearchResult
 from .checks import check_latent, check_model, check_sampler, check_verifier, check_video_verifier
 from .comfy_model import item_mask, stock_latent_out
 from .denoise import NfeCounter, takes_noise_sampler
+from .experts import Expert
 from .guider_bridge import SearchSampler
 from .noise import ItemNoise
 from .preview_decode import FULL, PreviewDecoder, find_preview_decoder
@@ -29,9 +30,10 @@ from .types import SearchNoise
 
 
 def run_node_search(*, node: str, node_id: Optional[str], guider, sampler, sampler_input: str, sigmas, latent: dict,
-                    seed: int, vae, verifier, prompt: Optional[str], settings) -> tuple:
-    """Search every latent batch item; return (latent, image, top_k, noise, report, seed) as the nodes output
-    them."""
+                    seed: int, vae, verifier, prompt: Optional[str], settings,
+                    expert: Optional[Expert] = None) -> tuple:
+    """Search every latent batch item (through both models where a second `expert` takes over at its switch step);
+    return (latent, image, top_k, noise, report, seed) as the nodes output them."""
     start = time.perf_counter()
     check_verifier(node, verifier, prompt)
     check_sampler(node, sampler, sampler_input)
@@ -43,10 +45,16 @@ def run_node_search(*, node: str, node_id: Optional[str], guider, sampler, sampl
     model_sampling = patcher.get_model_object("model_sampling")
     check_model(node, model_sampling, sigmas, samples)
     check_video_verifier(node, verifier, samples)
-    cost = NfeCounter(sampler, model_sampling, patcher)
+    if expert is not None:
+        check_model(node, expert.guider.model_patcher.get_model_object("model_sampling"), sigmas, samples)
+    switch = float(sigmas[expert.switch]) if expert is not None else None
+    cost = NfeCounter(sampler, model_sampling, patcher, switch)
     planned = settings.plan(sigmas, cost, getattr(verifier.verifier, "aggregate", None))
     items = samples.shape[0]
     notes = settings.notes()
+    if expert is not None:
+        notes.append(f"two experts: model runs steps 0-{expert.switch}, model_2 steps {expert.switch}-"
+                     f"{len(sigmas) - 1} (switch at sigma {switch:.4g}), as two chained KSamplerAdvanced nodes")
     preview = preview_decoder(node, settings.scoring_decode, patcher)
     if preview is not None:
         notes.append(f"scoring decode: {settings.scoring_decode} ({preview.name}); every output image is decoded "
@@ -60,12 +68,15 @@ def run_node_search(*, node: str, node_id: Optional[str], guider, sampler, sampl
         scorer = Scorer(node, vae, verifier, prompt, keep=settings.top_k, preview=preview,
                         preview_mode=settings.scoring_decode, latents=TensorStore(LATENT_RAM // items, spill_dir),
                         thumbs=TensorStore(THUMB_RAM // items, spill_dir))
+        mask = item_mask(latent.get("noise_mask"), samples, b)
         search = SearchSampler(sampler=sampler, algorithm=settings.algorithm, config=settings.config(),
                                noise=noise, cost=cost, scorer=scorer, batch_size=settings.batch_size,
-                               progress=make_progress(pbar, planned * b, scorer, node_id, b, items))
-        out = guider.sample(noise(0).unsqueeze(0).to(samples.dtype), samples[b:b + 1], search, sigmas,
-                            denoise_mask=item_mask(latent.get("noise_mask"), samples, b), callback=None,
-                            disable_pbar=True, seed=seed)
+                               progress=make_progress(pbar, planned * b, scorer, node_id, b, items),
+                               expert=expert, item=(samples[b:b + 1], mask))
+        first = expert.parts()[0] if expert is not None else sigmas
+        out = guider.sample(noise(0).unsqueeze(0).to(samples.dtype), samples[b:b + 1], search, first,
+                            denoise_mask=mask, callback=None, disable_pbar=True, seed=seed)
+        out = search.output if expert is not None else out
         outs.append(out.to(comfy.model_management.intermediate_device()))
         scorer.finish(search.result)
         results.append(search.result)

@@ -107,16 +107,21 @@ class _DryRunDenoiser:
 
 class NfeCounter:
     """cost(sigmas) for SearchProblem: the exact model calls `sampler` makes over a slice, from a dry run
-    on a 1-element latent with a zero denoiser; cached per slice."""
+    on a 1-element latent with a zero denoiser; cached per slice. A slice across `switch` (the sigma where a second
+    model takes over) is two sampler runs, one per model, and costs what both make."""
 
-    def __init__(self, sampler, model_sampling, model_patcher):
+    def __init__(self, sampler, model_sampling, model_patcher, switch: Optional[float] = None):
         self.sampler = sampler
         self.model_sampling = model_sampling
         self.model_patcher = model_patcher
+        self.switch = switch
         self._cache: dict = {}
 
     def __call__(self, sigmas: torch.Tensor) -> int:
         key = tuple(float(s) for s in sigmas)
+        if self.switch in key[1:-1]:
+            at = key.index(self.switch)
+            return self(torch.tensor(key[: at + 1])) + self(torch.tensor(key[at:]))
         if key not in self._cache:
             self._cache[key] = self._count(torch.tensor(key, dtype=torch.float32))
         return self._cache[key]

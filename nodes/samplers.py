@@ -10,6 +10,7 @@ import comfy.samplers
 from comfy_api.latest import io
 
 from .comfy_search import run_node_search
+from .experts import second_expert
 from .settings import SearchSettings, search_inputs, search_outputs
 
 CATEGORY = "sampling/noise search"
@@ -18,6 +19,12 @@ _SETTING_NAMES = tuple(f.name for f in fields(SearchSettings) if f.name != "node
 
 def _settings(node: str, kwargs: dict) -> SearchSettings:
     return SearchSettings(node=node, **{k: kwargs[k] for k in _SETTING_NAMES if k in kwargs})  # optional: defaults
+
+
+def _ksampler(model, steps: int, sampler_name: str, scheduler: str, denoise: float) -> comfy.samplers.KSampler:
+    """The stock KSampler of these inputs: its sigmas are the schedule KSampler would run."""
+    return comfy.samplers.KSampler(model, steps=steps, device=model.load_device, sampler=sampler_name,
+                                   scheduler=scheduler, denoise=denoise, model_options=model.model_options)
 
 
 def unique_id(cls) -> Optional[str]:
@@ -58,6 +65,13 @@ class NoiseSearchSampler(io.ComfyNode):
                 io.Float.Input("denoise", default=1.0, min=0.0, max=1.0, step=0.01,
                                tooltip="Less than 1 keeps part of the input latent (image to image)."),
                 *search_inputs(),
+                io.Model.Input("model_2", optional=True,
+                               tooltip="A second expert that takes over at switch_step (Wan 2.2 A14B's low-noise "
+                                       "model): every candidate runs through both, as two chained KSamplerAdvanced "
+                                       "nodes with seed + i run it. Leave unconnected for one model."),
+                io.Int.Input("switch_step", default=10, min=1, max=10000, optional=True,
+                             tooltip="With model_2: the step where model_2 takes over (end_at_step of the first "
+                                     "KSamplerAdvanced, start_at_step of the second); unused without model_2."),
             ],
             outputs=search_outputs(),
             hidden=[io.Hidden.unique_id],
@@ -65,19 +79,23 @@ class NoiseSearchSampler(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, positive, negative, latent_image, seed, steps, cfg, sampler_name, scheduler, denoise,
-                vae, verifier, prompt, **settings) -> io.NodeOutput:
+                vae, verifier, prompt, model_2=None, switch_step=10, **settings) -> io.NodeOutput:
         node = cls.DISPLAY
-        ksampler = comfy.samplers.KSampler(model, steps=steps, device=model.load_device, sampler=sampler_name,
-                                           scheduler=scheduler, denoise=denoise, model_options=model.model_options)
+        ksampler = _ksampler(model, steps, sampler_name, scheduler, denoise)
         if len(ksampler.sigmas) < 2:
             raise ValueError(f"{node}: denoise={denoise} leaves no steps to sample: raise denoise above 0")
         guider = comfy.samplers.CFGGuider(model)
         guider.set_conds(positive, negative)
         guider.set_cfg(cfg)
+        expert = None
+        if model_2 is not None:
+            schedule_2 = _ksampler(model_2, steps, sampler_name, scheduler, denoise).sigmas
+            expert = second_expert(node, model, model_2, positive, negative, cfg, ksampler.sigmas.cpu(),
+                                   switch_step, schedule_2)
         out = run_node_search(node=node, node_id=unique_id(cls), guider=guider,
                               sampler=comfy.samplers.sampler_object(sampler_name), sampler_input="sampler_name",
                               sigmas=ksampler.sigmas, latent=latent_image, seed=seed, vae=vae, verifier=verifier,
-                              prompt=prompt, settings=_settings(node, settings))
+                              prompt=prompt, settings=_settings(node, settings), expert=expert)
         return io.NodeOutput(*out)
 
 

@@ -43,6 +43,8 @@ def shrink(prompt: dict, env) -> dict:
         elif kind in ("NoiseSearchSampler", "NoiseSearchSamplerCustom"):
             if "steps" in inputs:
                 inputs["steps"] = min(inputs["steps"], 4)
+            if inputs.get("model_2") is not None:  # two experts: the second takes over half-way, as 10 of 20
+                inputs["switch_step"] = inputs["steps"] // 2
             inputs.update(candidates=min(inputs["candidates"], 3), zo_rounds=min(inputs["zo_rounds"], 1),
                           paths_branches=min(inputs["paths_branches"], 2), paths_delta_f=0.25, paths_delta_b=0.5,
                           budget_nfe=0)

@@ -300,6 +300,10 @@ class ComfyEnv:
     wan_model: str = ""  # models/diffusion_models: the tiny Wan 2.1 text-to-video model (tiny_wan.py)
     wan_i2v: str = ""  # and its image-to-video twin
     wan_vae: str = ""  # models/vae: the Wan 2.1 VAE
+    wan22_high: str = ""  # models/diffusion_models: the tiny Wan 2.2 A14B experts
+    wan22_low: str = ""
+    wan22_i2v_high: str = ""  # and its image-to-video experts
+    wan22_i2v_low: str = ""
 
     @property
     def output_dir(self) -> Path:
@@ -315,8 +319,9 @@ def start_env(comfyui: Path, base: Path, tiny_sd3: Path) -> ComfyEnv:
     from . import tiny_video as tiny_wan  # it runs a ComfyUI script (comfy_script imports this module)
 
     wan = tiny_wan.build_tiny_wan(base / "models" / "wan_files")
-    for folder, name in (("diffusion_models", tiny_wan.MODEL), ("diffusion_models", tiny_wan.MODEL_I2V),
-                         ("vae", tiny_wan.VAE)):
+    unets = (tiny_wan.MODEL, tiny_wan.MODEL_I2V, tiny_wan.MODEL_HIGH, tiny_wan.MODEL_LOW, tiny_wan.MODEL_I2V_HIGH,
+             tiny_wan.MODEL_I2V_LOW)
+    for folder, name in [("diffusion_models", unet) for unet in unets] + [("vae", tiny_wan.VAE)]:
         (base / "models" / folder).mkdir(parents=True, exist_ok=True)
         (base / "models" / folder / name).symlink_to(wan / name)
     (base / "custom_nodes").mkdir()
@@ -329,4 +334,5 @@ def start_env(comfyui: Path, base: Path, tiny_sd3: Path) -> ComfyEnv:
         server.stop()
         pytest.fail(f"ComfyUI started but the pack's nodes are missing from /object_info; server log:\n{server.log()}")
     return ComfyEnv(client, server, base, TINY_SD3, verifier_models, INPUT_IMAGE, tiny_wan.MODEL, tiny_wan.MODEL_I2V,
-                    tiny_wan.VAE)
+                    tiny_wan.VAE, tiny_wan.MODEL_HIGH, tiny_wan.MODEL_LOW, tiny_wan.MODEL_I2V_HIGH,
+                    tiny_wan.MODEL_I2V_LOW)

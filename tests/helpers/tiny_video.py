@@ -4,6 +4,9 @@ modules (so keys and shapes are the ones its loaders expect) with weights from a
 - Wan 2.1: text-to-video and image-to-video diffusion models (dim 128, one block) that UNETLoader detects as
   WAN21_T2V and WAN21_I2V (with the CLIP-vision projection), and the Wan 2.1 VAE at its real size (ComfyUI builds
   it with dim 96 whatever the file holds), in fp16.
+- Wan 2.2 A14B: its two experts (high-noise and low-noise), each a Wan 2.1-layout model as above with weights of
+  its own, as the real ones are: text-to-video, and image-to-video (36 input channels, no CLIP-vision projection,
+  which UNETLoader detects as WAN21_T2V, as it does the real Wan 2.2 I2V experts).
 - HunyuanVideo: a diffusion model (hidden 128, one double and one single block, CLIP-L pooled input) that
   UNETLoader detects as HunyuanVideo; its latents have the Wan VAE's layout (16 channels, 4x frames, 8x pixels),
   which decodes them in the tests.
@@ -21,6 +24,10 @@ from .comfy_script import run_script
 
 MODEL = "tiny_wan21_t2v.safetensors"
 MODEL_I2V = "tiny_wan21_i2v.safetensors"  # image-to-video: 36 input channels (noise, mask, start-image latent)
+MODEL_HIGH = "tiny_wan22_t2v_high_noise.safetensors"  # Wan 2.2 A14B's experts: the Wan 2.1 layout, two models
+MODEL_LOW = "tiny_wan22_t2v_low_noise.safetensors"
+MODEL_I2V_HIGH = "tiny_wan22_i2v_high_noise.safetensors"
+MODEL_I2V_LOW = "tiny_wan22_i2v_low_noise.safetensors"
 VAE = "tiny_wan21_vae.safetensors"
 HUNYUAN = "tiny_hunyuan_video.safetensors"
 TEXT_DIM = 4096
@@ -48,9 +55,15 @@ def randomized(module, seed, dtype):
 model = comfy.ldm.wan.model.WanModel(model_type="t2v", dim=128, ffn_dim=256, num_heads=1, num_layers=1,
                                      text_dim=__TEXT_DIM__, operations=comfy.ops.disable_weight_init)
 save_file(randomized(model, 21, torch.float32), __DIR__ + "/__MODEL__")
+save_file(randomized(model, 25, torch.float32), __DIR__ + "/__MODEL_HIGH__")
+save_file(randomized(model, 26, torch.float32), __DIR__ + "/__MODEL_LOW__")
 i2v = comfy.ldm.wan.model.WanModel(model_type="i2v", in_dim=36, dim=128, ffn_dim=256, num_heads=1, num_layers=1,
                                    text_dim=__TEXT_DIM__, operations=comfy.ops.disable_weight_init)
 save_file(randomized(i2v, 23, torch.float32), __DIR__ + "/__MODEL_I2V__")
+i2v22 = comfy.ldm.wan.model.WanModel(model_type="t2v", in_dim=36, dim=128, ffn_dim=256, num_heads=1, num_layers=1,
+                                     text_dim=__TEXT_DIM__, operations=comfy.ops.disable_weight_init)
+save_file(randomized(i2v22, 27, torch.float32), __DIR__ + "/__MODEL_I2V_HIGH__")
+save_file(randomized(i2v22, 28, torch.float32), __DIR__ + "/__MODEL_I2V_LOW__")
 import comfy.ldm.hunyuan_video.model
 hunyuan = comfy.ldm.hunyuan_video.model.HunyuanVideo(
     image_model="hunyuan_video", in_channels=16, out_channels=16, vec_in_dim=768, context_in_dim=__TEXT_DIM__,
@@ -68,8 +81,11 @@ print("RESULT " + json.dumps({"model": sum(v.numel() for v in model.state_dict()
 def build_tiny_wan(directory: Path) -> Path:
     """Write every model of this module into `directory` (made if missing); returns it."""
     directory.mkdir(parents=True, exist_ok=True)
-    script = (BUILD.replace("__DIR__", repr(str(directory))).replace("__MODEL_I2V__", MODEL_I2V)
-              .replace("__MODEL__", MODEL).replace("__VAE__", VAE).replace("__HUNYUAN__", HUNYUAN)
-              .replace("__TEXT_DIM__", str(TEXT_DIM)))
+    names = {"__DIR__": repr(str(directory)), "__MODEL__": MODEL, "__MODEL_I2V__": MODEL_I2V,
+             "__MODEL_HIGH__": MODEL_HIGH, "__MODEL_LOW__": MODEL_LOW, "__MODEL_I2V_HIGH__": MODEL_I2V_HIGH,
+             "__MODEL_I2V_LOW__": MODEL_I2V_LOW, "__VAE__": VAE, "__HUNYUAN__": HUNYUAN, "__TEXT_DIM__": str(TEXT_DIM)}
+    script = BUILD
+    for placeholder, value in names.items():
+        script = script.replace(placeholder, value)
     run_script(script, timeout=600)
     return directory

@@ -180,7 +180,8 @@ def workflow_to_api(workflow: dict, object_info: dict) -> dict:
 
 
 def localize(workflow: dict, env) -> dict:
-    """The workflow with its model files and input image swapped for the test server's (first widgets). A Wan text
+    """The workflow with its model files and input image swapped for the test server's (first widgets; Wan 2.2's
+    high- and low-noise experts by their file names). A Wan text
     encoder (umT5-XXL, 5.7 B parameters) cannot be built here: its CLIPLoader becomes the tiny SD3 checkpoint, whose
     CLIP gives text states of the same 4096 width (its CLIP output is slot 1)."""
     workflow = copy.deepcopy(workflow)
@@ -190,9 +191,13 @@ def localize(workflow: dict, env) -> dict:
     for node in workflow["nodes"]:
         if node["type"] in LOCAL_FILES:
             name, suffix = LOCAL_FILES[node["type"]]
-            assert str(node["widgets_values"][0]).endswith(suffix), (
-                f"node {node['id']}: {name} should name a {suffix} file")
+            original = str(node["widgets_values"][0])
+            assert original.endswith(suffix), f"node {node['id']}: {name} should name a {suffix} file"
             node["widgets_values"][0] = local[node["type"]]
+            if node["type"] == "UNETLoader" and "_noise_" in original:  # Wan 2.2 A14B's experts
+                high = "high_noise" in original
+                node["widgets_values"][0] = ((env.wan22_i2v_high if high else env.wan22_i2v_low) if is_i2v
+                                             else (env.wan22_high if high else env.wan22_low))
         elif node["type"] == "CLIPLoader":
             node.update(type="CheckpointLoaderSimple", widgets_values=[env.checkpoint],
                         properties={"Node name for S&R": "CheckpointLoaderSimple"},
