@@ -54,7 +54,10 @@ latents are full-size images, 12 MiB each in fp32; --memory-model picks either, 
 H100 the 4096 VAE decodes at 1024 px take over 5 minutes). The tests' tiny CLIP scores, through the same loader. The
 target is < 4 GB of host RAM; a run that passes --rss-cap-mb (default 8192: the machine may be shared) is stopped and
 reported as aborted. The printed device line gives each process's RSS before measuring (CUDA's libraries alone hold
-about 2 GB of it).
+about 2 GB of it). The video memory row (--video) searches clips of the one-block Wan 2.1-class model with the real
+Wan VAE: with CUDA 64 clips of 81 frames at 640 px (832 x 480 has as many pixels), the issue's "64 candidates of 81
+frames at 480p"; without, 16 clips of 17 frames at 128 px (--memory-candidates, --memory-size and --memory-frames
+change it: the Wan VAE decodes an 81-frame 640 px clip in minutes on a CPU).
 
 JSON rows have exactly the keys in KEYS; `algorithm` is "<model>:<algorithm>" ("sd15:random", "sd15:stock",
 "memory:random"); an aborted row has null for what it did not measure, a failed row (an error, a timeout, NFEs off
@@ -96,6 +99,7 @@ class Config:
     scheduler: str = "simple"
     settings: dict = field(default_factory=dict)  # node inputs beyond algorithm (candidates, batch_size, ...)
     label: Optional[str] = None  # the JSON prefix; the arch by default
+    frames: int = 0  # a video model's frames per clip (0: the arch's own)
 
     @property
     def name(self) -> str:
@@ -113,13 +117,15 @@ def every(algorithms: tuple, decodes: tuple) -> tuple:
     return tuple((a, d) for a in algorithms for d in decodes)
 
 
-# the memory row's models: pixel-space Chroma Radiance (decodes for free; its latents are images) or the SD1.5-class
-# UNet at one level with the real SD VAE (latents 1/48 of the image; 4096 decodes at 1024 px need a GPU)
-MEMORY_MODELS = {"radiance": "tiny_radiance", "sd15": "tiny_sd15"}
+# the memory row's models: pixel-space Chroma Radiance (decodes for free; its latents are images), the SD1.5-class
+# UNet at one level with the real SD VAE (latents 1/48 of the image; 4096 decodes at 1024 px need a GPU), or the
+# one-block Wan 2.1-class model with the real Wan VAE (video clips)
+MEMORY_MODELS = {"radiance": "tiny_radiance", "sd15": "tiny_sd15", "wan": "tiny_wan"}
 
 
-def memory_config(model: str, candidates: int, size: int = 1024) -> Config:
-    return Config(MEMORY_MODELS[model], size, 1, "tiny", settings={"candidates": candidates}, label="memory")
+def memory_config(model: str, candidates: int, size: int = 1024, frames: int = 0) -> Config:
+    return Config(MEMORY_MODELS[model], size, 1, "tiny", settings={"candidates": candidates}, label="memory",
+                  frames=frames)
 
 
 def full_plan(cuda: bool) -> Plan:
@@ -135,9 +141,11 @@ QUICK = Plan((Config("sd15", 128, 3, "vit-b-32", settings={"candidates": 2}),),
              ((("random", FULL_VAE), ("random", TAESD_ALL), ("smc", FULL_VAE), ("smc", TAESD_X0))),
              memory_config("radiance", 16))
 # video: a Wan 2.1-layout model with one block and the real-size Wan VAE, 17 frames at 128 px on the CPU; every
-# candidate's clip is decoded whole to be scored, which is what a video search adds to sampling
+# candidate's clip is decoded whole to be scored, which is what a video search adds to sampling. Its memory row:
+# 64 clips of 81 frames at 640 px (the pixels of 832 x 480) with CUDA, 16 clips of 17 frames at 128 px without.
 VIDEO = Plan((Config("tiny_wan", 128, 20, "vit-b-32", settings={"candidates": 4}, label="video"),),
-             (("random", FULL_VAE), ("racing", FULL_VAE)), None)
+             (("random", FULL_VAE), ("racing", FULL_VAE)), memory_config("wan", 16, 128, frames=17))
+VIDEO_MEMORY_CUDA = memory_config("wan", 64, 640, frames=81)
 SMOKE = Plan((Config("tiny_sd15", 64, 2, "tiny", settings={"candidates": 3}),),
              (("random", FULL_VAE), ("evolution", FULL_VAE), ("smc", TAESD_X0), ("random", TAESD_ALL)),
              memory_config("radiance", 6, size=256))
@@ -162,7 +170,8 @@ def run_worker(job: dict, comfyui: Path, timeout: Optional[float], log=print) ->
 
 def job_for(config: Config, mode: str, cache: Path, comfyui: Path, **extra) -> dict:
     """What overhead_worker.py runs: the model configuration, the search or stock mode, where the files live."""
-    return {"comfyui": str(comfyui), "mode": mode, "arch": config.arch, "size": config.size, "steps": config.steps,
+    return {"comfyui": str(comfyui), "mode": mode, "arch": config.arch, "size": config.size, "frames": config.frames,
+            "steps": config.steps,
             "sampler": config.sampler, "scheduler": config.scheduler, "clip": config.clip,
             "clip_dir": str(cache / f"clip-{config.clip}"), "settings": dict(config.settings),
             "base_dir": str(cache / "comfy_base"), "default_decode": DECODES[0], **extra}
@@ -217,7 +226,8 @@ def measure(plan: Plan, comfyui: Path, cache: Path, rss_cap_mb: float, timeout: 
         out += [(make_row(f"{config.name}:stock", STOCK_DECODE, s, s), s) for s in stocks.values()]
     if plan.memory is not None:
         config = plan.memory
-        log(f"  memory: random over {config.settings['candidates']} candidates at {config.size} px ({config.arch}) ...")
+        clips = f"clips of {config.frames} frames" if config.frames else "candidates"
+        log(f"  memory: random over {config.settings['candidates']} {clips} at {config.size} px ({config.arch}) ...")
         job = job_for(config, "search", cache, comfyui, algorithm="random", decode=FULL_VAE, rss_cap_mb=rss_cap_mb,
                       stock_after=True)
         result = check_nfe(run_worker(job, comfyui, timeout, log))
@@ -275,6 +285,7 @@ def main(argv: Optional[list] = None) -> list[dict]:
     parser.add_argument("--steps", type=int, help="steps of every model row instead of the plan's")
     parser.add_argument("--memory-candidates", type=int, help="candidates of the memory row instead of the plan's")
     parser.add_argument("--memory-size", type=int, help="image size in px of the memory row instead of the plan's")
+    parser.add_argument("--memory-frames", type=int, help="frames per clip of a video memory row (--memory-model wan)")
     memory = parser.add_mutually_exclusive_group()
     memory.add_argument("--no-memory", action="store_true", help="leave out the memory row")
     memory.add_argument("--memory-only", action="store_true", help="only the memory row")
@@ -285,6 +296,8 @@ def main(argv: Optional[list] = None) -> list[dict]:
     if args.comfyui is None or not (args.comfyui / "main.py").is_file():
         parser.error("point --comfyui (or COMFYUI_PATH) at a ComfyUI checkout")
     plan = SMOKE if args.smoke else QUICK if args.quick else VIDEO if args.video else full_plan(cuda_available())
+    if args.video and cuda_available():
+        plan = replace(plan, memory=VIDEO_MEMORY_CUDA)
     if args.algorithms or args.decode:
         algorithms = tuple(args.algorithms or dict.fromkeys(a for a, _ in plan.runs))
         plan = replace(plan, runs=every(algorithms, tuple(args.decode or dict.fromkeys(d for _, d in plan.runs))))
@@ -294,10 +307,12 @@ def main(argv: Optional[list] = None) -> list[dict]:
             parser.error(f"the plan has none of the models {args.models}")
     overrides = {k: v for k, v in (("size", args.size), ("steps", args.steps)) if v}
     plan = replace(plan, configs=tuple(replace(c, **overrides) for c in plan.configs))
-    if plan.memory is not None and (args.memory_candidates or args.memory_model or args.memory_size):
+    if plan.memory is not None and (args.memory_candidates or args.memory_model or args.memory_size
+                                    or args.memory_frames):
         candidates = args.memory_candidates or plan.memory.settings["candidates"]
         model = args.memory_model or next(k for k, v in MEMORY_MODELS.items() if v == plan.memory.arch)
-        plan = replace(plan, memory=memory_config(model, candidates, args.memory_size or plan.memory.size))
+        plan = replace(plan, memory=memory_config(model, candidates, args.memory_size or plan.memory.size,
+                                                  args.memory_frames or plan.memory.frames))
     if args.no_memory:
         plan = replace(plan, memory=None)
     if args.memory_only:

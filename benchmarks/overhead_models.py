@@ -201,10 +201,11 @@ def latent_downscale(arch: Arch) -> int:
     return 1 if arch.vae == "pixel" else 8
 
 
-def latent_frames(arch: Arch) -> tuple:
-    """A video model's latent frames as a 1-tuple (Wan: the first frame, then one latent frame per 4); () for
-    images."""
-    return ((arch.frames - 1) // 4 + 1,) if arch.frames else ()
+def latent_frames(arch: Arch, frames: int = 0) -> tuple:
+    """A video model's latent frames as a 1-tuple (Wan: the first frame, then one latent frame per 4) for `frames`
+    frames (0: the arch's own); () for images."""
+    frames = frames or arch.frames
+    return ((frames - 1) // 4 + 1,) if arch.frames else ()
 
 
 def write_clip_tokenizer(folder: Path, vocab_size: int, image_size: int) -> None:

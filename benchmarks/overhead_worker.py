@@ -164,7 +164,7 @@ class Bench:
         loader = NoiseSearchVerifierLoader.execute("clip_score", str(clip_dir), "auto", "auto", False, "", "")
         self.verifier = loader.args[0]
         self.positive, self.negative = om.conditioning(arch, 2), om.conditioning(arch, 3)
-        self.shape = ((om.latent_channels(arch),) + om.latent_frames(arch)
+        self.shape = ((om.latent_channels(arch),) + om.latent_frames(arch, job.get("frames", 0))
                       + (job["size"] // om.latent_downscale(arch),) * 2)
         self.timers = Timers()
         self.timers.hook_model(self.model.model.diffusion_model)

@@ -85,14 +85,18 @@ def test_smoke_nfe_equals_the_search_plan_and_ratio_is_against_stock(smoke):
 
 
 def test_video_rows_run_a_wan_class_model_with_the_real_wan_vae(tmp_path):
-    """--video, shrunk to 32 px and 2 steps: a random and a racing search over Wan 2.1-layout clips, and stock."""
+    """--video, shrunk to 32 px and 4 steps: a random and a racing search over Wan 2.1-layout clips, stock, and the
+    memory row over clips of 9 frames."""
     out = tmp_path / "video.json"
     proc = subprocess.run([sys.executable, str(BENCH / "overhead.py"), "--video", "--size", "32", "--steps", "4",
+                           "--memory-candidates", "3", "--memory-size", "32", "--memory-frames", "9",
                            "--comfyui", str(comfyui_path()), "--json", str(out)], capture_output=True, text=True,
                           timeout=900)
     assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
     rows = {r["algorithm"]: r for r in json.loads(out.read_text())}
-    assert list(rows) == ["video:random", "video:racing", "video:stock"]
+    assert list(rows) == ["video:random", "video:racing", "video:stock", "memory:random"]
+    assert "memory: random over 3 clips of 9 frames at 32 px" in proc.stdout
+    assert rows["memory:random"]["nfe"] == 3 and rows["memory:random"]["peak_rss_mb"] > 0
     n = _overhead().VIDEO.configs[0].settings["candidates"]
     assert rows["video:random"]["nfe"] == planned_nfe("random", 4, n)
     assert rows["video:racing"]["nfe"] == estimate_nfe("racing", torch.linspace(1.0, 0.0, 5), lambda s: len(s) - 1,
