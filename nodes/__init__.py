@@ -1,5 +1,5 @@
 """The pack's ComfyUI nodes (V3 schema): two search samplers, verifier loading and ensembling, the Score Viewer,
-Score Images."""
+Score Images, and Noise Search Workers."""
 
 from __future__ import annotations
 
@@ -14,11 +14,12 @@ from .samplers import NoiseSearchSampler, NoiseSearchSamplerCustom  # noqa: E402
 from .score_images import NoiseSearchScoreImages  # noqa: E402
 from .verifier_nodes import NoiseSearchVerifierEnsemble, NoiseSearchVerifierLoader, verifier_dirs  # noqa: E402
 from .viewer import NoiseSearchScoreViewer  # noqa: E402
+from .workers.node import NoiseSearchWorkers  # noqa: E402
 
 verifier_dirs()
 
 NODES = [NoiseSearchSampler, NoiseSearchSamplerCustom, NoiseSearchVerifierLoader, NoiseSearchVerifierEnsemble,
-         NoiseSearchScoreViewer, NoiseSearchScoreImages]
+         NoiseSearchScoreViewer, NoiseSearchScoreImages, NoiseSearchWorkers]
 
 
 class NoiseSearchExtension(ComfyExtension):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 import torch
@@ -29,12 +30,67 @@ from .scoring import LATENT_RAM, THUMB_RAM, Scorer
 from .types import SearchNoise
 
 
-def run_node_search(*, node: str, node_id: Optional[str], guider, sampler, sampler_input: str, sigmas, latent: dict,
-                    seed: int, vae, verifier, prompt: Optional[str], settings,
-                    expert: Optional[Expert] = None) -> tuple:
-    """Search every latent batch item (through both models where a second `expert` takes over at its switch step);
-    return (latent, image, top_k, noise, report, seed) as the nodes output them."""
-    start = time.perf_counter()
+@dataclass
+class Prepared:
+    """A search node's inputs, checked, and what is decided from them once before any sampling: the master and
+    every worker build it from the same inputs (nodes/workers)."""
+
+    node: str
+    guider: object
+    sampler: object
+    sigmas: torch.Tensor  # the whole schedule (CPU)
+    latent: dict
+    samples: torch.Tensor  # the latent batch as the stock samplers fix it
+    seed: int
+    vae: object
+    verifier: object
+    prompt: Optional[str]
+    settings: object
+    expert: Optional[Expert]
+    cost: NfeCounter
+    planned: int  # NFEs per item
+    preview: Optional[PreviewDecoder]
+    notes: list = field(default_factory=list)
+
+    @property
+    def items(self) -> int:
+        return int(self.samples.shape[0])
+
+    @property
+    def last_model(self):
+        """The model whose guider gives the output latent (the second expert's where there is one)."""
+        return (self.expert.guider if self.expert is not None else self.guider).model_patcher
+
+    def noise(self, b: int) -> ItemNoise:
+        return ItemNoise(self.samples, b, self.seed, self.latent.get("batch_index"))
+
+    def scorer(self, b: int, keep: int, spill_dir: Optional[str] = None) -> Scorer:
+        stores = {} if spill_dir is None else {
+            "latents": TensorStore(LATENT_RAM // self.items, spill_dir),
+            "thumbs": TensorStore(THUMB_RAM // self.items, spill_dir)}
+        return Scorer(self.node, self.vae, self.verifier, self.prompt, keep=keep, preview=self.preview,
+                      preview_mode=self.settings.scoring_decode, **stores)
+
+    def search_sampler(self, b: int, scorer: Scorer, progress=None, cls=SearchSampler, **extra) -> SearchSampler:
+        return cls(sampler=self.sampler, algorithm=self.settings.algorithm, config=self.settings.config(),
+                   noise=self.noise(b), cost=self.cost, scorer=scorer, batch_size=self.settings.batch_size,
+                   progress=progress, expert=self.expert, item=(self.samples[b:b + 1], self.mask(b)), **extra)
+
+    def mask(self, b: int) -> Optional[torch.Tensor]:
+        return item_mask(self.latent.get("noise_mask"), self.samples, b)
+
+    def sample(self, b: int, search: SearchSampler) -> torch.Tensor:
+        """Item `b` through the guider(s), `search` in place of the sampler: the guider's output latent."""
+        first = self.expert.parts()[0] if self.expert is not None else self.sigmas
+        out = self.guider.sample(self.noise(b)(0).unsqueeze(0).to(self.samples.dtype), self.samples[b:b + 1],
+                                 search, first, denoise_mask=self.mask(b), callback=None, disable_pbar=True,
+                                 seed=self.seed)
+        return search.output if self.expert is not None else out
+
+
+def prepare(*, node: str, guider, sampler, sampler_input: str, sigmas, latent: dict, seed: int, vae, verifier,
+            prompt: Optional[str], settings, expert: Optional[Expert] = None) -> Prepared:
+    """Check every input before sampling; plan the search's NFEs and find its preview decoder."""
     check_verifier(node, verifier, prompt)
     check_sampler(node, sampler, sampler_input)
     sigmas = sigmas.detach().to("cpu", torch.float32, copy=True).flatten()
@@ -50,7 +106,6 @@ def run_node_search(*, node: str, node_id: Optional[str], guider, sampler, sampl
     switch = float(sigmas[expert.switch]) if expert is not None else None
     cost = NfeCounter(sampler, model_sampling, patcher, switch)
     planned = settings.plan(sigmas, cost, getattr(verifier.verifier, "aggregate", None))
-    items = samples.shape[0]
     notes = settings.notes()
     if expert is not None:
         notes.append(f"two experts: model runs steps 0-{expert.switch}, model_2 steps {expert.switch}-"
@@ -59,29 +114,41 @@ def run_node_search(*, node: str, node_id: Optional[str], guider, sampler, sampl
     if preview is not None:
         notes.append(f"scoring decode: {settings.scoring_decode} ({preview.name}); every output image is decoded "
                      f"by the VAE")
-    pbar = comfy.utils.ProgressBar(planned * items)
+    return Prepared(node, guider, sampler, sigmas, latent, samples, seed, vae, verifier, prompt, settings, expert,
+                    cost, planned, preview, notes)
+
+
+def run_node_search(*, node_id: Optional[str], workers=None, **inputs) -> tuple:
+    """Search every latent batch item (through both models where a second `expert` takes over at its switch step;
+    spread over `workers` where given); return (latent, image, top_k, noise, report, seed) as the nodes output
+    them. `inputs` are prepare()'s."""
+    start = time.perf_counter()
+    p = prepare(**inputs)
+    items, settings, latent, seed = p.items, p.settings, p.latent, p.seed
+    notes = list(p.notes)
+    pbar = comfy.utils.ProgressBar(p.planned * items)
     outs, results, scorers = [], [], []
     spill_dir = folder_paths.get_temp_directory()
     os.makedirs(spill_dir, exist_ok=True)
-    for b in range(items):
-        noise = ItemNoise(samples, b, seed, latent.get("batch_index"))
-        scorer = Scorer(node, vae, verifier, prompt, keep=settings.top_k, preview=preview,
-                        preview_mode=settings.scoring_decode, latents=TensorStore(LATENT_RAM // items, spill_dir),
-                        thumbs=TensorStore(THUMB_RAM // items, spill_dir))
-        mask = item_mask(latent.get("noise_mask"), samples, b)
-        search = SearchSampler(sampler=sampler, algorithm=settings.algorithm, config=settings.config(),
-                               noise=noise, cost=cost, scorer=scorer, batch_size=settings.batch_size,
-                               progress=make_progress(pbar, planned * b, scorer, node_id, b, items),
-                               expert=expert, item=(samples[b:b + 1], mask))
-        first = expert.parts()[0] if expert is not None else sigmas
-        out = guider.sample(noise(0).unsqueeze(0).to(samples.dtype), samples[b:b + 1], search, first,
-                            denoise_mask=mask, callback=None, disable_pbar=True, seed=seed)
-        out = search.output if expert is not None else out
-        outs.append(out.to(comfy.model_management.intermediate_device()))
-        scorer.finish(search.result)
-        results.append(search.result)
-        scorers.append(scorer)
-        notes += [f"item {b}: {n}" if items > 1 else n for n in search.notes]
+    session = workers.session(p) if workers is not None else None
+    try:
+        for b in range(items):
+            scorer = p.scorer(b, settings.top_k, spill_dir)
+            progress = make_progress(pbar, p.planned * b, scorer, node_id, b, items)
+            if session is None:
+                search = p.search_sampler(b, scorer, progress)
+                out = p.sample(b, search)
+                result, item_notes = search.result, search.notes
+            else:
+                result, out, item_notes = session.search_item(b, scorer, progress)
+            outs.append(out.to(comfy.model_management.intermediate_device()))
+            scorer.finish(result)
+            results.append(result)
+            scorers.append(scorer)
+            notes += [f"item {b}: {n}" if items > 1 else n for n in item_notes]
+    finally:
+        if session is not None:
+            notes += session.close()
 
     best = stock_latent_out(latent, torch.cat(outs))
     image = image_batch(s.images[r.best_id] for s, r in zip(scorers, results))
@@ -90,10 +157,10 @@ def run_node_search(*, node: str, node_id: Optional[str], guider, sampler, sampl
     spilled = [spill_note("final latents", [s.latents for s in scorers], LATENT_RAM),
                spill_note("thumbnails", [s.thumbs for s in scorers], THUMB_RAM)]
     notes += [n for n in spilled if n]
-    ancestral = takes_noise_sampler(sampler.sampler_function)
-    noise = winning_noise(settings.algorithm, results, seed, samples.dtype, ancestral)
+    ancestral = takes_noise_sampler(p.sampler.sampler_function)
+    noise = winning_noise(settings.algorithm, results, seed, p.samples.dtype, ancestral)
     best_seed, seed_note = winning_seed(results, seed)
-    report = SearchReport(results=results, verifier=verifier.name, members=verifier.members, prompt=prompt,
+    report = SearchReport(results=results, verifier=p.verifier.name, members=p.verifier.members, prompt=p.prompt,
                           seconds=time.perf_counter() - start, images=[s.images for s in scorers],
                           latents=[s.latents for s in scorers], thumbs=[s.thumbs for s in scorers],
                           decode=scorers[0].decode,

@@ -67,16 +67,18 @@ class SearchSampler(comfy.samplers.Sampler):
 
     def _search(self, stages: list, noise: torch.Tensor, latent_image) -> torch.Tensor:
         run = _Run(self, stages, noise, latent_image)
-        problem = SearchProblem(
+        self.result = run_search(self.algorithm, self.problem(run, stages, noise), **self.config)
+        self.notes = run.notes()
+        best = self.result.best.unsqueeze(0).to(noise.device)
+        return stages[-1].model_sampling.inverse_noise_scaling(run.sigmas[-1], best)
+
+    def problem(self, run: "_Run", stages: list, noise: torch.Tensor) -> SearchProblem:
+        return SearchProblem(
             integrate=run.integrate, score=run.score, sigmas=run.sigmas_cpu, noise=self.noise,
             renoise=renoise_for(run.model_sampling), cost=self.cost,
             max_batch=self.batch_size or min(auto_rows(s.model_wrap, noise.shape) for s in stages),
             progress=self.progress, device=noise.device,
             aggregate=getattr(self.scorer.handle.verifier, "aggregate", None))
-        self.result = run_search(self.algorithm, problem, **self.config)
-        self.notes = run.notes()
-        best = self.result.best.unsqueeze(0).to(noise.device)
-        return stages[-1].model_sampling.inverse_noise_scaling(run.sigmas[-1], best)
 
 
 class _SecondStage(comfy.samplers.Sampler):
@@ -100,17 +102,8 @@ class _Run:
     """State of one search inside SearchSampler.sample: the prepared stages (one per model), the latent and mask."""
 
     def __init__(self, owner: SearchSampler, stages: list, noise, latent_image):
-        self.owner = owner
-        self.stages: list[Stage] = stages
-        self.sigmas = torch.cat([stages[0].sigmas] + [s.sigmas[1:] for s in stages[1:]])
-        self.sigmas_cpu = self.sigmas.detach().to("cpu", torch.float32, copy=True)  # samplers may write into theirs
-        self.device, self.dtype = noise.device, noise.dtype
-        self.latent_image = latent_image
-        self.model_sampling = stages[0].model_sampling
-        self.last = stages[-1].model_wrap.inner_model  # whose process_latent_out gives the output latent
+        self.bind(owner, stages, noise, latent_image)
         self.fn = owner.user.sampler_function
-        self.shape = tuple(noise.shape[1:])
-        self.current: Optional[Stage] = stages[-1]  # the stage whose models were loaded last (None after scoring)
         self.root_noise: dict = {}  # root candidate id -> its initial noise row (kept only for inpainting masks)
         self.handed: dict = {}  # candidate id -> its latent_image after the switch (kept only for inpainting masks)
         verifier = owner.scorer.handle.verifier
@@ -119,6 +112,7 @@ class _Run:
                                 if self.needs_reference else None)
         self.references: dict = {}  # candidate id -> (|sigma - target|, x0 row on the CPU)
         self.paused: dict = {}  # plain candidate id -> (initial noise, state, model calls so far), CPU rows
+        self.rerun: set = set()  # plain candidates whose paused run was lost with a worker, run again from noise
         self.recorded = TensorStore(RECORD_RAM, folder_paths.get_temp_directory())  # id -> its model outputs
         self.early_notes: list = []
         self.mismatch: set = set()
@@ -126,6 +120,25 @@ class _Run:
         if not takes_noise_sampler(self.fn) and not module.startswith("comfy."):
             self.early_notes.append(f"sampler {function_name(self.fn)} takes no noise_sampler: if it draws random "
                                     f"noise, rows share it and results depend on batch_size")
+
+    def bind(self, owner: SearchSampler, stages: list, noise, latent_image) -> None:
+        """What one guider.sample call prepared: the stages, the latent; a worker binds its run to every call's."""
+        self.owner = owner
+        self.stages: list[Stage] = stages
+        self.sigmas = torch.cat([stages[0].sigmas] + [s.sigmas[1:] for s in stages[1:]])
+        self.sigmas_cpu = self.sigmas.detach().to("cpu", torch.float32, copy=True)  # samplers may write into theirs
+        self.device, self.dtype = noise.device, noise.dtype
+        self.latent_image = latent_image
+        self.model_sampling = stages[0].model_sampling
+        self.last = stages[-1].model_wrap.inner_model  # whose process_latent_out gives the output latent
+        self.shape = tuple(noise.shape[1:])
+        self.current: Optional[Stage] = stages[-1]  # the stage whose models were loaded last (None after scoring)
+
+    @property
+    def portable(self) -> bool:
+        """Whether a candidate needs nothing its parent left in this run (x0 references, a masked latent handed
+        to a later model), so a child may run elsewhere than its parent."""
+        return not self.needs_reference and all(s.denoise_mask is None for s in self.stages[1:])
 
     def load(self, stage: Stage, rows: int) -> None:
         """Before a stage runs after scoring or after the other stage: load exactly the models its sampling
@@ -235,11 +248,15 @@ class _Run:
         cost = self.owner.cost
         done = cost(full[: start + 1]) if start > 0 else 0
         stop_at = cost(full[: end + 1]) if end < len(full) - 1 else None
+        paused = [self.paused.pop(c.id, None) for c in batch] if start > 0 else []
+        if start > 0 and all(p is None for p in paused):  # paused elsewhere, by a worker since lost: run again
+            self.rerun.update(c.id for c in batch)
+            done, start = 0, 0
+            x = torch.stack([self.owner.noise(c.id) for c in batch])
         if start == 0:
             noise = x.detach().to("cpu")
             replay: list = []
         else:
-            paused = [self.paused.pop(c.id, None) for c in batch]
             if any(p is None or p[2] != done or not torch.equal(p[1], row.detach().to("cpu"))
                    for p, row in zip(paused, x)):
                 raise RuntimeError(f"internal: candidates {[c.id for c in batch]} continue no run paused at step "
@@ -279,7 +296,8 @@ class _Run:
             return None
         if self._random_inpaint():
             return self.owner.noise.inpaint_noise([c.id for c in batch], x)
-        return torch.stack([self.root_noise[c.root] for c in batch])
+        return torch.stack([self.root_noise[c.root] if c.root in self.root_noise else self.owner.noise(c.root)
+                            for c in batch]).to(x)
 
     def _capture(self, batch: Sequence[Candidate]) -> Callable:
         """Keep, per candidate, the x0 prediction made closest to the verifier's reference sigma."""
@@ -329,7 +347,10 @@ class _Run:
                  for calls, expected in sorted(self.mismatch)]
         spilled = spill_note("recorded model outputs of paused runs", [self.recorded], RECORD_RAM)
         self.recorded.close()
-        return self.early_notes + drift + ([spilled] if spilled else [])
+        rerun = ([f"candidates {sorted(self.rerun)} ran again from their noise up to where they had been paused, "
+                  f"on another worker (the one that held them was lost): same result, more NFEs than counted"]
+                 if self.rerun else [])
+        return self.early_notes + drift + ([spilled] if spilled else []) + rerun
 
 
 def _offset(full: torch.Tensor, part: torch.Tensor) -> int:

@@ -12,6 +12,7 @@ from comfy_api.latest import io
 from .comfy_search import run_node_search
 from .experts import second_expert
 from .settings import SearchSettings, search_inputs, search_outputs
+from .workers import Distributed, WorkerSpec, workers_input
 
 CATEGORY = "sampling/noise search"
 _SETTING_NAMES = tuple(f.name for f in fields(SearchSettings) if f.name != "node")
@@ -30,6 +31,17 @@ def _ksampler(model, steps: int, sampler_name: str, scheduler: str, denoise: flo
 def unique_id(cls) -> Optional[str]:
     """A V3 node's own id in the running prompt (None when called outside an execution)."""
     return cls.hidden.unique_id if cls.hidden is not None else None
+
+
+def spread(cls, workers: Optional[WorkerSpec]) -> Optional[Distributed]:
+    """A search over `workers`: they rebuild this node's inputs from the running prompt (ComfyUI's hidden PROMPT)."""
+    if workers is None:
+        return None
+    graph = cls.hidden.prompt if cls.hidden is not None else None
+    if graph is None or unique_id(cls) is None:
+        raise ValueError(f"{cls.DISPLAY}: the workers input needs the running workflow, which ComfyUI gives a node "
+                         f"only when it executes a prompt: queue the workflow rather than calling the node directly")
+    return Distributed(workers, graph, unique_id(cls), cls.__name__)
 
 
 class NoiseSearchSampler(io.ComfyNode):
@@ -72,14 +84,23 @@ class NoiseSearchSampler(io.ComfyNode):
                 io.Int.Input("switch_step", default=10, min=1, max=10000, optional=True,
                              tooltip="With model_2: the step where model_2 takes over (end_at_step of the first "
                                      "KSamplerAdvanced, start_at_step of the second); unused without model_2."),
+                workers_input(),
             ],
             outputs=search_outputs(),
-            hidden=[io.Hidden.unique_id],
+            hidden=[io.Hidden.unique_id, io.Hidden.prompt],
         )
 
     @classmethod
     def execute(cls, model, positive, negative, latent_image, seed, steps, cfg, sampler_name, scheduler, denoise,
-                vae, verifier, prompt, model_2=None, switch_step=10, **settings) -> io.NodeOutput:
+                vae, verifier, prompt, model_2=None, switch_step=10, workers=None, **settings) -> io.NodeOutput:
+        inputs = cls.search_inputs(model, positive, negative, latent_image, seed, steps, cfg, sampler_name, scheduler,
+                                   denoise, vae, verifier, prompt, model_2, switch_step, **settings)
+        return io.NodeOutput(*run_node_search(node_id=unique_id(cls), workers=spread(cls, workers), **inputs))
+
+    @classmethod
+    def search_inputs(cls, model, positive, negative, latent_image, seed, steps, cfg, sampler_name, scheduler,
+                      denoise, vae, verifier, prompt, model_2=None, switch_step=10, **settings) -> dict:
+        """The node's inputs as run_node_search takes them (a worker rebuilds them from the same inputs)."""
         node = cls.DISPLAY
         ksampler = _ksampler(model, steps, sampler_name, scheduler, denoise)
         if len(ksampler.sigmas) < 2:
@@ -92,11 +113,9 @@ class NoiseSearchSampler(io.ComfyNode):
             schedule_2 = _ksampler(model_2, steps, sampler_name, scheduler, denoise).sigmas
             expert = second_expert(node, model, model_2, positive, negative, cfg, ksampler.sigmas.cpu(),
                                    switch_step, schedule_2)
-        out = run_node_search(node=node, node_id=unique_id(cls), guider=guider,
-                              sampler=comfy.samplers.sampler_object(sampler_name), sampler_input="sampler_name",
-                              sigmas=ksampler.sigmas, latent=latent_image, seed=seed, vae=vae, verifier=verifier,
-                              prompt=prompt, settings=_settings(node, settings), expert=expert)
-        return io.NodeOutput(*out)
+        return dict(node=node, guider=guider, sampler=comfy.samplers.sampler_object(sampler_name),
+                    sampler_input="sampler_name", sigmas=ksampler.sigmas, latent=latent_image, seed=seed, vae=vae,
+                    verifier=verifier, prompt=prompt, settings=_settings(node, settings), expert=expert)
 
 
 class NoiseSearchSamplerCustom(io.ComfyNode):
@@ -121,19 +140,26 @@ class NoiseSearchSamplerCustom(io.ComfyNode):
                 io.Latent.Input("latent_image",
                                 tooltip="The latent to denoise; every batch item is searched on its own."),
                 *search_inputs(),
+                workers_input(),
             ],
             outputs=search_outputs(),
-            hidden=[io.Hidden.unique_id],
+            hidden=[io.Hidden.unique_id, io.Hidden.prompt],
         )
 
     @classmethod
-    def execute(cls, noise, guider, sampler, sigmas, latent_image, vae, verifier, prompt, **settings) -> io.NodeOutput:
+    def execute(cls, noise, guider, sampler, sigmas, latent_image, vae, verifier, prompt, workers=None,
+                **settings) -> io.NodeOutput:
+        inputs = cls.search_inputs(noise, guider, sampler, sigmas, latent_image, vae, verifier, prompt, **settings)
+        return io.NodeOutput(*run_node_search(node_id=unique_id(cls), workers=spread(cls, workers), **inputs))
+
+    @classmethod
+    def search_inputs(cls, noise, guider, sampler, sigmas, latent_image, vae, verifier, prompt, **settings) -> dict:
+        """The node's inputs as run_node_search takes them (a worker rebuilds them from the same inputs)."""
         node = cls.DISPLAY
         if type(noise).__name__ != "Noise_RandomNoise":  # ComfyUI loads comfy_extras under its own module names
             raise ValueError(f"{node}: the noise input must carry a seed to search from, but {type(noise).__name__} "
                              f"has none (DisableNoise and custom noises cannot be searched): connect a RandomNoise "
                              f"node")
-        out = run_node_search(node=node, node_id=unique_id(cls), guider=guider, sampler=sampler,
-                              sampler_input="sampler", sigmas=sigmas, latent=latent_image, seed=noise.seed, vae=vae,
-                              verifier=verifier, prompt=prompt, settings=_settings(node, settings))
-        return io.NodeOutput(*out)
+        return dict(node=node, guider=guider, sampler=sampler, sampler_input="sampler", sigmas=sigmas,
+                    latent=latent_image, seed=noise.seed, vae=vae, verifier=verifier, prompt=prompt,
+                    settings=_settings(node, settings))

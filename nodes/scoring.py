@@ -114,6 +114,13 @@ class Scorer:
             worst = min(self.ranks, key=lambda i: (self.ranks[i], -i))
             del self.images[worst], self.ranks[worst]
 
+    def keep_remote(self, batch: Sequence[Candidate], latents: Sequence[torch.Tensor],
+                    thumbs: Sequence[torch.Tensor]) -> None:
+        """Finals a worker scored: their latents and thumbnails (the winners' full images are decoded in finish)."""
+        for c, latent, thumb in zip(batch, latents, thumbs):
+            self.latents.add(c.id, latent)
+            self.thumbs.add(c.id, thumb)
+
     def finish(self, result: SearchResult) -> None:
         """Full images for the winner and the top_k exactly: the missing ones decoded by the VAE, the others dropped."""
         wanted = list(dict.fromkeys([result.best_id, *result.topk_ids]))

@@ -15,7 +15,7 @@ import urllib.request
 import pytest
 
 from noise_search.report.render import fmt_score
-from noise_search.tests.helpers import REPO_ROOT
+from noise_search.tests.helpers import REPO_ROOT, unavailable
 from noise_search.tests.helpers.browser import open_frontend
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.browser, pytest.mark.slow]
@@ -367,6 +367,39 @@ def test_viewer_shows_the_racing_bracket(chromium, comfy_env):
     assert [int(r[0]) for r in bracket["rows"][:2]] == sorted(
         (c["id"] for c in item["candidates"] if c["final"]), key=lambda i: -by_id[i]["score"])
     assert "rung 1: rho" in bracket["hint"] and our_errors(page) == []
+    page.close()
+
+
+ADD_WORKERS = """() => {
+  const app = window.comfyAPI.app.app;
+  const sampler = app.graph._nodes.find((n) => n.comfyClass === "NoiseSearchSampler");
+  const workers = window.LiteGraph.createNode("NoiseSearchWorkers");
+  app.graph.add(workers);
+  workers.pos = [sampler.pos[0], sampler.pos[1] + sampler.size[1] + 80];
+  for (const [name, value] of Object.entries({ address: "", workers: 2, gpus_per_worker: 0 }))
+    workers.widgets.find((w) => w.name === name).value = value;
+  workers.connect(0, sampler, sampler.findInputSlot("workers"));
+  return sampler.inputs[sampler.findInputSlot("workers")].link != null;
+}"""
+
+
+def test_viewer_says_which_worker_made_each_candidate(chromium, comfy_env):
+    """A search spread over two Ray workers (Noise Search Workers added in the page): every card names its worker,
+    and the notes give each worker's share of the time."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        unavailable("Ray is not installed (pip install ray, the dev extra has it)")
+    page = open_viewer(chromium, comfy_env)
+    assert page.evaluate(ADD_WORKERS), "the Workers node did not connect to the sampler's workers input"
+    state = run_and_show(page)
+    item = state["data"]["items"][0]
+    made_by = {c["id"]: c["extra"]["worker"] for c in item["candidates"]}
+    assert set(made_by.values()) == {0, 1}
+    for thumb in state["thumbs"]:
+        assert f"· worker {made_by[thumb['id']]}" in thumb["text"], thumb
+    assert any(n.startswith("spread over 2 Ray workers: worker 0") for n in state["notes"]), state["notes"]
+    assert our_errors(page) == [], "\n".join(our_errors(page))
     page.close()
 
 

@@ -174,6 +174,49 @@ class ComfyClient:
         """Queue and wait; the Run may be an error (use `.check()` to require success)."""
         return self.wait(self.queue(prompt), timeout)
 
+    def watch(self, prompt: dict, timeout: float = 120.0) -> tuple[Run, list[dict]]:
+        """Run `prompt` while listening on the server's websocket as a browser tab does: the Run and every message,
+        JSON ones as sent, binary ones as {"type": "binary", "event": n, "node": the node executing then}."""
+        import asyncio
+        import threading
+
+        import aiohttp
+
+        events: list = []
+        ready, done = threading.Event(), threading.Event()
+
+        async def listen() -> None:
+            ws_url = self.url.replace("http", "ws", 1) + f"/ws?clientId={self.client_id}"
+            node = None
+            async with aiohttp.ClientSession() as session, session.ws_connect(ws_url) as ws:
+                ready.set()
+                while not done.is_set():
+                    try:
+                        msg = await ws.receive(timeout=0.2)
+                    except asyncio.TimeoutError:
+                        continue
+                    if msg.type == aiohttp.WSMsgType.TEXT:
+                        event = json.loads(msg.data)
+                        if event.get("type") == "executing":
+                            node = event["data"].get("node")
+                        events.append(event)
+                    elif msg.type == aiohttp.WSMsgType.BINARY:
+                        events.append({"type": "binary", "event": int.from_bytes(msg.data[:4], "big"), "node": node})
+                    else:
+                        break
+
+        thread = threading.Thread(target=lambda: asyncio.run(listen()), daemon=True)
+        thread.start()
+        if not ready.wait(30):
+            raise TimeoutError("the server's websocket did not answer within 30 s")
+        try:
+            run = self.run(prompt, timeout)
+        finally:
+            time.sleep(0.5)  # the last messages of the prompt
+            done.set()
+            thread.join(10)
+        return run, events
+
     def queue_state(self) -> dict:
         return self._request("/queue")
 
@@ -200,8 +243,8 @@ def free_port() -> int:
 class ComfyServer:
     """`python main.py --cpu` in its own base directory; the log file is shown when startup fails."""
 
-    def __init__(self, comfyui: Path, base: Path, extra_args: tuple[str, ...] = ()):
-        self.comfyui, self.base, self.extra_args = comfyui, base, extra_args
+    def __init__(self, comfyui: Path, base: Path, extra_args: tuple[str, ...] = (), env: Optional[dict] = None):
+        self.comfyui, self.base, self.extra_args, self.env = comfyui, base, extra_args, dict(env or {})
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = base / "comfyui.log"
@@ -209,7 +252,7 @@ class ComfyServer:
 
     def start(self) -> ComfyClient:
         env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HOME=str(self.base / "hf_home"),
-                   PYTHONUNBUFFERED="1", TQDM_DISABLE="1")
+                   PYTHONUNBUFFERED="1", TQDM_DISABLE="1", **self.env)
         env.pop("PYTHONPATH", None)  # never put the repo root on a ComfyUI process's path
         args = [sys.executable, str(self.comfyui / "main.py"), "--cpu", "--base-directory", str(self.base),
                 "--listen", "127.0.0.1", "--port", str(self.port), "--disable-auto-launch",
@@ -310,8 +353,9 @@ class ComfyEnv:
         return self.base / "output"
 
 
-def start_env(comfyui: Path, base: Path, tiny_sd3: Path) -> ComfyEnv:
-    """Lay out `base` (models, the pack, an input image) and start a server on it."""
+def start_env(comfyui: Path, base: Path, tiny_sd3: Path, env: Optional[dict] = None,
+              args: tuple[str, ...] = ()) -> ComfyEnv:
+    """Lay out `base` (models, the pack, an input image) and start a server on it (`args`: more main.py options)."""
     checkpoints = base / "models" / "checkpoints"
     checkpoints.mkdir(parents=True)
     (checkpoints / TINY_SD3).symlink_to(tiny_sd3 / TINY_SD3)
@@ -328,7 +372,7 @@ def start_env(comfyui: Path, base: Path, tiny_sd3: Path) -> ComfyEnv:
     (base / "custom_nodes" / PACK_DIR_NAME).symlink_to(REPO_ROOT, target_is_directory=True)
     (base / "input").mkdir()
     write_input_image(base / "input" / INPUT_IMAGE)
-    server = ComfyServer(comfyui, base, frontend_args())
+    server = ComfyServer(comfyui, base, (*frontend_args(), *args), env)
     client = server.start()
     if "NoiseSearchSampler" not in client.object_info():
         server.stop()

@@ -317,7 +317,8 @@ class ScoreViewer {
       return el("div", { class: cls, "data-id": c.id, title: `id ${c.id}, round ${c.round}, ${c.nfe} NFE: click to pick${c.extra?.frames ? "; hover to play" : ""}`, onclick: () => this.setPick(c.id) },
         c.extra?.frames ? this.clip(c) : el("img", { src: viewURL(c.thumb), alt: `candidate ${c.id}` }),
         el("span", { class: "ns-rank" }, `#${c.rank}`),
-        el("div", {}, el("span", { class: "ns-score" }, fmt(c.score)), ` · id ${c.id}`),
+        el("div", {}, el("span", { class: "ns-score" }, fmt(c.score)), ` · id ${c.id}`,
+          ...(c.extra?.worker !== undefined ? [el("span", { class: "ns-worker", title: "the Ray worker that made it" }, ` · worker ${c.extra.worker}`)] : [])),
         el("div", { class: "ns-members" }, ...memberLines));
     });
     const warning = this.data.pick_warning;
