@@ -5,6 +5,8 @@ only the standard library and Ray at the top, boots ComfyUI as main.py does (its
 nodes, this pack among them), then hands every call to the pack's own WorkerSide (worker.py).
 """
 
+import asyncio
+import importlib
 import os
 import socket
 import sys
@@ -35,18 +37,13 @@ class SearchWorker:
         if comfyui_dir not in sys.path:
             sys.path.insert(0, comfyui_dir)
         sys.argv = [os.path.join(comfyui_dir, "main.py"), *argv]
-        import asyncio
-
         # ComfyUI's logger rewraps stdout/stderr's buffers; the streams Ray gave this process must stay referenced,
         # or collecting them closes those buffers under the new wrappers
         self._streams = (sys.stdout, sys.stderr)
-        import main  # noqa: F401  ComfyUI's own start-up: arguments, model paths, prestartup scripts
-
+        importlib.import_module("main")  # ComfyUI's own start-up: arguments, model paths, prestartup scripts
         import nodes
 
         asyncio.run(nodes.init_extra_nodes(init_custom_nodes=True, init_api_nodes=False))
-        import importlib
-
         worker = importlib.import_module(_pack(pack_dir).__name__ + ".nodes.workers.worker")
         self.side = worker.WorkerSide(self.host, index)
 
