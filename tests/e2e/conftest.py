@@ -3,6 +3,7 @@ use and skipped, with the reason, without COMFYUI_PATH; headless Chromium per mo
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 
 from noise_search.tests.helpers.browser import launch_chromium
 from noise_search.tests.helpers.comfy_server import ComfyClient, ComfyEnv, comfyui_path, start_env
+from noise_search.tests.helpers.processes import ray_processes, since_boot
 from noise_search.tests.helpers.tiny_sd3 import build_tiny_sd3
 
 
@@ -43,3 +45,19 @@ def chromium():
     """Debian's headless Chromium driven by Playwright; skips with the reason when either is missing."""
     with launch_chromium() as browser:
         yield browser
+
+
+_STARTED = since_boot()
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    """After every server has stopped: a Ray process or ComfyUI test server started during this run and still
+    alive fails the run (workers must never outlive their search or their server)."""
+    deadline = time.monotonic() + 30
+    while (left := ray_processes(after=_STARTED, servers=True)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if left:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line("processes left after the test run:\n" + "\n".join(left), red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
