@@ -7,15 +7,20 @@ A local Ray started here listens on 127.0.0.1 and lives for one search; joining 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
-from typing import Optional
+import time
+from typing import Iterable, Optional
 
 from .spec import WorkerSpec
 
 AUTH_MODE = "RAY_AUTH_MODE"
 USAGE_STATS = "RAY_USAGE_STATS_ENABLED"  # a local Ray sends no usage report unless the user enabled it
 DROP_ARGS = {"--cuda-device": 1}  # the master's own GPU choice; Ray gives each worker its GPUs
+EXIT_S = 30.0  # how long close() waits for a local Ray's worker processes to exit
+
+log = logging.getLogger(__name__)
 
 
 def require_ray(node: str):
@@ -90,6 +95,25 @@ def _restore_auth(ray, before: Optional[str]) -> None:
         raylet.AuthenticationTokenLoader.instance().reset_cache()
 
 
+def wait_exited(pids: Iterable[int], timeout: float = EXIT_S) -> list:
+    """Wait until these processes have exited (a zombie counts as exited); returns those still running after
+    `timeout`. A worker told to stop exits a moment later, once its ComfyUI threads are down."""
+    import psutil
+
+    deadline, left = time.monotonic() + timeout, list(pids)
+    while left:
+        running = []
+        for pid in left:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                    running.append(pid)
+        left = running
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    return left
+
+
 class Pool:
     """The workers of one search: Ray started (or joined) and the actors placed; close() leaves nothing running."""
 
@@ -119,6 +143,7 @@ class Pool:
         argv = worker_argv(sys.argv[1:], cpu=spec.gpus_per_worker == 0)
         self.actors = [remote.remote(comfyui, argv, pack, w) for w in range(spec.workers)]
         self.alive = list(range(spec.workers))
+        self.pids: list = []  # the workers' processes, once they have said (a local Ray's wait for them in close)
 
     def call(self, w: int, method: str, *args):
         return getattr(self.actors[w], method).remote(*args)
@@ -128,7 +153,8 @@ class Pool:
             self.actors[w].interrupt.remote()
 
     def close(self) -> None:
-        """Kill every worker process; stop the local Ray this pool started (or leave the joined cluster)."""
+        """Kill every worker process; stop the local Ray this pool started, and wait until its workers have
+        exited, so that none outlives the search (or leave the joined cluster)."""
         for a in self.actors:
             try:
                 self.ray.kill(a)
@@ -138,6 +164,9 @@ class Pool:
         if self.started:
             self.ray.shutdown()
             _restore_auth(self.ray, self.auth)
+            if self.spec.local and (left := wait_exited(self.pids)):
+                log.warning("%s: Ray worker processes %s still running %.0f s after the search stopped them",
+                            self.node, left, EXIT_S)
 
     def lost(self, w: int) -> Optional[int]:
         if w in self.alive:

@@ -51,6 +51,7 @@ class Session:
             self.pool.close()
             raise
         self.hosts = [f"{i['host']}:{i['pid']}" for i in infos]
+        self.pool.pids = [i["pid"] for i in infos]
         self.rows = [i["rows"] for i in infos]
         self.portable = all(i["portable"] for i in infos)
         self.seconds = [0.0] * len(infos)

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.comfyui
 BODY = r'''
 import types
 from noise_search.nodes.workers import WorkerSpec
-from noise_search.nodes.workers.pool import require_ray, worker_argv
+from noise_search.nodes.workers.pool import require_ray, wait_exited, worker_argv
 from noise_search.nodes.workers.session import RemoteRun
 from noise_search.search.types import Candidate
 
@@ -68,6 +68,17 @@ except ValueError as e:
 del sys.modules["ray"]
 
 out["direct"] = error(lambda: search({"samples": torch.zeros(1, 16, 8, 8)}, 1, "euler", workers=WorkerSpec()))
+import subprocess, time
+quick = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.5)"])
+zombie = subprocess.Popen([sys.executable, "-c", "pass"])  # exits at once, never reaped: a zombie
+slow = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+start = time.monotonic()
+out["exited"] = [wait_exited([quick.pid, zombie.pid], timeout=20) == [], time.monotonic() - start,
+                 wait_exited([slow.pid, quick.pid], timeout=0.3) == [slow.pid]]
+slow.kill()
+for p in (quick, zombie, slow):
+    p.wait()
+
 out["spec"] = [WorkerSpec().local, WorkerSpec(" ").local, WorkerSpec("10.0.0.5:6379").local]
 '''
 
@@ -102,6 +113,12 @@ def test_without_ray_the_error_names_the_package(result):
 
 def test_workers_without_a_queued_workflow_say_what_to_do(result):
     assert "queue the workflow" in result["direct"] and "workers" in result["direct"]
+
+
+def test_closing_a_local_ray_waits_until_its_workers_have_exited(result):
+    gone, waited, still = result["exited"]
+    assert gone and 0.4 < waited < 20  # waited for the one still running, took a zombie for exited
+    assert still  # a process that outlives the wait is named
 
 
 def test_an_empty_address_starts_a_local_ray(result):
