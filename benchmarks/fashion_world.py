@@ -160,3 +160,12 @@ def install(models: Union[str, Path], weights: Path = WEIGHTS) -> dict[str, Path
     out["clip"] = models / "verifiers" / FILES["clip"]
     shutil.copytree(weights / FILES["clip"], out["clip"], dirs_exist_ok=True)
     return out
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 2:
+        raise SystemExit("usage: python benchmarks/fashion_world.py /path/to/ComfyUI/models")
+    for what, where in install(sys.argv[1]).items():
+        print(f"{what}: {where}")
