@@ -146,17 +146,18 @@ def save(sd: dict, path: Union[str, Path], metadata: Optional[dict] = None) -> P
     return path
 
 
-def install(models: Union[str, Path], weights: Path = WEIGHTS) -> dict[str, Path]:
-    """Lay the world out in a ComfyUI models folder: checkpoints/, vae_approx/ and the CLIP folder under verifiers/;
-    returns where each went."""
+def install(models: Union[str, Path], weights: Path = WEIGHTS, preview: bool = True) -> dict[str, Path]:
+    """Lay the world out in a ComfyUI models folder: checkpoints/, vae_approx/ (unless not `preview`) and the CLIP
+    folder under verifiers/; returns where each went."""
     import shutil
 
     models = Path(models)
     mmdit, vae = load_file(str(weights / FILES["mmdit"])), load_file(str(weights / FILES["vae"]))
     out = {"checkpoint": save(checkpoint_state_dict(mmdit, vae), models / "checkpoints" / CHECKPOINT)}
-    out["preview"] = models / "vae_approx" / PREVIEW
-    out["preview"].parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(weights / FILES["preview"], out["preview"])
+    if preview:
+        out["preview"] = models / "vae_approx" / PREVIEW
+        out["preview"].parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(weights / FILES["preview"], out["preview"])
     out["clip"] = models / "verifiers" / FILES["clip"]
     shutil.copytree(weights / FILES["clip"], out["clip"], dirs_exist_ok=True)
     return out

@@ -4,7 +4,8 @@ report; clicking a candidate sets `pick`, and the next run outputs that candidat
 in Vue nodes ("Nodes 2.0", setting Comfy.VueNodes.Enabled), and nothing the viewer observes outlives its node.
 
 Another frontend build: NOISE_SEARCH_FRONTEND_ROOT (see helpers/comfy_server.frontend_args).
-Screenshots go to test-artifacts/score_viewer*.png.
+Screenshots go to test-artifacts/score_viewer*.png; those of the trained world (readme_*.png) are the README's
+(docs/score_viewer*.png).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import urllib.request
 import pytest
 
 from noise_search.report.render import fmt_score
-from noise_search.tests.helpers import REPO_ROOT, unavailable
+from noise_search.tests.helpers import REPO_ROOT, bench_module, unavailable
 from noise_search.tests.helpers.browser import open_frontend
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.browser, pytest.mark.slow]
@@ -68,7 +69,7 @@ LIVE = """(() => {
 })();"""
 
 # Shrinks the loaded example to the tiny models by widget name, then parks the viewer at the top left at 100%.
-SETUP = """async ({ workflow, ckpt, models, sampler, batch }) => {
+SETUP = """async ({ workflow, ckpt, models, sampler, batch, world }) => {
   const app = window.comfyAPI.app.app;
   await app.loadGraphData(workflow);
   let viewer = null;
@@ -78,11 +79,22 @@ SETUP = """async ({ workflow, ckpt, models, sampler, batch }) => {
     switch (node.comfyClass) {
       case "CheckpointLoaderSimple": set("ckpt_name", ckpt); break;
       case "EmptyLatentImage": case "EmptySD3LatentImage":
-        set("width", 64); set("height", 64); set("batch_size", batch); break;
+        set("width", world?.size ?? 64); set("height", world?.size ?? 64); set("batch_size", batch); break;
       case "NoiseSearchVerifierLoader": set("model", models[get("kind")]); set("device", "cpu"); break;
       case "NoiseSearchSampler": for (const [name, value] of Object.entries(sampler)) set(name, value); break;
       case "NoiseSearchScoreViewer": viewer = node; break;
     }
+  }
+  if (world) {  // the trained world: its caption, no negative text, CLIPScore alone on its own CLIP
+    const of = (type, test = () => true) => app.graph._nodes.find((n) => n.comfyClass === type && test(n));
+    const value = (node, name) => node.widgets.find((w) => w.name === name);
+    value(of("PrimitiveStringMultiline"), "value").value = world.caption;
+    value(of("CLIPTextEncode", (n) => !n.inputs.find((i) => i.name === "text")?.link), "text").value = "";
+    const clip = of("NoiseSearchVerifierLoader", (n) => value(n, "kind").value === "clip_score");
+    const sampler = of("NoiseSearchSampler");
+    for (const node of [of("NoiseSearchVerifierEnsemble"), of("NoiseSearchVerifierLoader", (n) => n !== clip)])
+      app.graph.remove(node);
+    clip.connect(0, sampler, sampler.findInputSlot("verifier"));
   }
   const right = Math.max(...app.graph._nodes.filter((n) => n !== viewer).map((n) => n.pos[0] + n.size[0]));
   viewer.pos = [right + 200, 0];
@@ -145,13 +157,16 @@ def latest_history(url: str) -> dict:
     return entry
 
 
-def open_viewer(chromium, env, settings: dict | None = None, sampler: dict | None = None, batch: int = 1):
-    """A page on the example workflow shrunk to the tiny models, the viewer in view; `page.errors` collects errors."""
+def open_viewer(chromium, env, settings: dict | None = None, sampler: dict | None = None, batch: int = 1,
+                world: dict | None = None):
+    """A page on the example workflow shrunk to the tiny models (or set up for the trained `world`: its checkpoint,
+    caption, size and CLIP), the viewer in view; `page.errors` collects errors."""
     page = open_frontend(chromium, env.server.url, {"Comfy.ColorPalette": "dark", **(settings or {})}, 1500, 1500,
                          init_script=LIVE)
     sampler = {"steps": STEPS, "candidates": CANDIDATES, "budget_nfe": 0, **(sampler or {})}
-    page.viewer_id = page.evaluate(SETUP, {"workflow": json.loads(WORKFLOW.read_text()), "ckpt": env.checkpoint,
-                                           "models": env.verifier_models, "sampler": sampler, "batch": batch})
+    ckpt, models = (world["ckpt"], {"clip_score": world["clip"]}) if world else (env.checkpoint, env.verifier_models)
+    page.viewer_id = page.evaluate(SETUP, {"workflow": json.loads(WORKFLOW.read_text()), "ckpt": ckpt,
+                                           "models": models, "sampler": sampler, "batch": batch, "world": world})
     return page
 
 
@@ -446,4 +461,39 @@ def test_viewer_plays_video_candidates_on_hover(chromium, comfy_env, vue):
     first.hover()
     assert page.evaluate(CLIPS)[0]["state"] == "running"
     assert our_errors(page) == []
+    page.close()
+
+
+@pytest.fixture(scope="module")
+def trained_world(comfy_env) -> dict:
+    """The trained Fashion-MNIST world's checkpoint and CLIP in the shared server's models (not its preview decoder:
+    the other tests expect none in vae_approx)."""
+    w = bench_module("fashion_world")
+    w.install(comfy_env.base / "models", preview=False)
+    return {"ckpt": w.CHECKPOINT, "clip": w.FILES["clip"], "caption": w.caption(7), "size": w.SIZE}
+
+
+@pytest.mark.parametrize("vue", [False, True], ids=["canvas", "vue"])
+def test_readme_screenshots_show_the_trained_world(chromium, comfy_env, trained_world, vue):
+    """The README's pictures: a Random search of 8 sneakers (20 steps, guidance 1.0) ranked by the world's CLIP, in the
+    dark and light themes and in Vue nodes (docs/score_viewer*.png are copied from these)."""
+    page = open_viewer(chromium, comfy_env, {VUE_NODES: vue}, world=trained_world,
+                       sampler={"steps": 20, "cfg": 1.0, "scheduler": "simple", "candidates": 8, "seed": 7})
+    if vue and frontend_version(page) < VUE_DOM_WIDGETS:
+        page.close()
+        pytest.skip("frontend without extension widgets in Vue nodes: the Vue screenshot needs a newer build")
+    state = run_and_show(page)
+    item = state["data"]["items"][0]
+    assert len(state["thumbs"]) == 8 and state["thumbs"][0]["id"] == item["best_id"]
+    assert len({c["score"] for c in item["candidates"]}) == 8, "the trained CLIP tells the candidates apart"
+    if vue:
+        screenshot(page, "readme_score_viewer_vue.png")
+    else:
+        page.hover(".ns-viewer .ns-curve svg", position={"x": 200, "y": 60})
+        screenshot(page, "readme_score_viewer.png")
+        page.mouse.move(0, 0)
+        page.evaluate("() => window.comfyAPI.app.app.extensionManager.setting.set('Comfy.ColorPalette', 'light')")
+        page.wait_for_timeout(500)
+        screenshot(page, "readme_score_viewer_light.png")
+    assert our_errors(page) == [], "\n".join(our_errors(page))
     page.close()
