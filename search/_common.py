@@ -13,6 +13,20 @@ from .types import Aggregate, Candidate, SearchProblem, SearchResult
 Tensor = torch.Tensor
 
 
+def integrate_by_kind(problem: SearchProblem, x: Tensor, sigmas: Tensor, batch: Sequence[Candidate]) -> tuple:
+    """problem.integrate over the rows of each kind apart (fresh noise or not, plain or not), as SearchProblem
+    promises: a round that mixes kinds (a trust region restarting beside one stepping) is split, in row order."""
+    groups: dict = {}
+    for j, c in enumerate(batch):
+        groups.setdefault((c.from_noise, c.plain), []).append(j)
+    if len(groups) == 1:
+        return problem.integrate(x, sigmas, batch)
+    x_end, x0 = torch.empty_like(x), torch.empty_like(x)
+    for rows in groups.values():
+        x_end[rows], x0[rows] = problem.integrate(x[rows], sigmas, [batch[j] for j in rows])
+    return x_end, x0
+
+
 def chunks(items: Sequence, size: int) -> Iterator[Sequence]:
     """Consecutive slices of at most ``size`` items."""
     for lo in range(0, len(items), size):
@@ -143,7 +157,7 @@ class Tracker:
         problem = self.problem
         if x.shape[0] != len(batch):
             raise ValueError(f"internal: {x.shape[0]} rows for {len(batch)} candidates")
-        x_end, x0 = problem.integrate(x, sigmas, batch)
+        x_end, x0 = integrate_by_kind(problem, x, sigmas, batch)
         if x_end.shape != x.shape or x0.shape != x.shape:
             raise ValueError(f"integrate() must return (x_end, x0) shaped like x {tuple(x.shape)}, "
                              f"got {tuple(x_end.shape)} and {tuple(x0.shape)}")

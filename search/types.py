@@ -11,7 +11,8 @@ Tensor = torch.Tensor
 
 # integrate(x, sigmas, batch) -> (x_end, x0): run the sampler over the sigma slice `sigmas` (decreasing,
 # len >= 2) from state `x` ([K, *shape], at sigmas[0]); return the state at sigmas[-1] and the x0
-# prediction made at its last denoiser evaluation. `batch` are the candidates the K rows belong to.
+# prediction made at its last denoiser evaluation. `batch` are the candidates the K rows belong to, all of one
+# kind: the same `from_noise` and `plain` (the search splits a mixed round; a runner may rely on it).
 Integrate = Callable[[Tensor, Tensor, Sequence["Candidate"]], "tuple[Tensor, Tensor]"]
 # score(x0, sigma, batch) -> scores [K] (higher is better), or (scores, {member_name: scores [K]}).
 # With an Aggregate the members are the facts and the scores are ignored.

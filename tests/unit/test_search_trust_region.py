@@ -31,6 +31,7 @@ class Identity:
         self.inputs = {}
 
     def integrate(self, x, sigmas, batch):
+        self.calls = getattr(self, "calls", []) + [[(c.id, c.from_noise, c.plain) for c in batch]]
         for c, row in zip(batch, x):
             self.inputs[c.id] = row.clone()
         return x, x
@@ -82,6 +83,18 @@ def test_success_grows_failure_shrinks_and_a_collapsed_region_restarts_from_fres
     assert result.notes[0] == "regions centred on 1, 2 (the best of the initial batch)"
     assert "restarts from fresh noise" in result.notes[2] and "region 1 restarts at 14" in result.notes[3]
     assert result.config["rounds_run"] == 4 and result.config["regions_run"] == 2
+
+
+def test_a_round_mixing_restarts_and_region_steps_reaches_integrate_one_kind_at_a_time():
+    """SearchProblem's promise, which ComfyUI's runner relies on (a plain seed runs as the stock sampler would):
+    round 3 above holds region 0's steps and region 1's fresh noises, chunked three rows at a time."""
+    toy = Identity(table({0: 1.0, 1: 3.0, 2: 2.0, 5: 4.0, 12: -1.0, 14: 0.5, 18: 5.0}), max_batch=3)
+    result = trust_region_search(toy.problem(), n=3, regions=2, per_region=2, rounds=4, step_cos=0.8, grow=2.0,
+                                 shrink=0.5, patience=1, min_cos=0.98)
+    assert all(len({(fresh, plain) for _, fresh, plain in call}) == 1 for call in toy.calls), toy.calls
+    assert sorted(i for call in toy.calls for i, *_ in call) == list(range(19))  # every row once
+    assert [[i for i, *_ in call] for call in toy.calls][5:8] == [[11, 13], [12], [14]]  # chunk 11..13 split by kind
+    assert result.best_id == 18
 
 
 def test_patience_counts_failed_rounds_in_a_row_and_a_success_resets_it():
