@@ -174,8 +174,11 @@ def flow_sigmas(steps: int) -> torch.Tensor:
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     """Fréchet distance between Gaussians fitted to two feature sets [N, D] (Heusel et al., 2017)."""
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    return frechet_from_stats(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
+
+
+def frechet_from_stats(mu_a: np.ndarray, cov_a: np.ndarray, mu_b: np.ndarray, cov_b: np.ndarray) -> float:
+    """The same between two Gaussians given by their means and covariances (a reference kept as statistics)."""
     w, q = np.linalg.eigh(cov_a)
     root_a = (q * np.sqrt(np.clip(w, 0, None))) @ q.T
     cross = np.linalg.eigvalsh(root_a @ cov_b @ root_a)

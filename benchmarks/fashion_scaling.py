@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
-from fashion_world import CHECKPOINT, CLASSES, FILES, SIZE, caption, feature_stats, frechet, install, load_evaluator
+from fashion_world import CHECKPOINT, CLASSES, FILES, SIZE, caption, feature_stats, install, load_evaluator
+
+from digits_models import frechet_from_stats
 
 STEPS, CFG = 20, 1.0  # guidance 1.0 as the paper samples (and the digits table, and the e2e test)
 METHODS = ("steps", "random", "zero_order", "paths", "smc", "trust_region", "evolution", "racing")
@@ -50,7 +52,7 @@ def sample(world: dict, method: str, multiple: int, label: int, seed: int) -> tu
 
     from scaling import method_config
 
-    positive = nodes.CLIPTextEncode().encode(world["clip"], caption(label))[0]
+    positive = world["positive"][label]
     latent = {"samples": torch.zeros(1, 16, SIZE // 8, SIZE // 8)}
     steps, config = method_config(method, multiple, STEPS)
     if method == "steps":
@@ -90,7 +92,8 @@ def run(world: dict, methods: Sequence[str], multiples: Sequence[int], seeds: Se
             mu, sigma = feature_stats(feats)
             row = {"method": method, "multiple": multiple, "budget_nfe": STEPS * multiple,
                    "nfe_spent": sum(spent) / len(spent), "verifier_score": sum(scores) / len(scores),
-                   "eval_accuracy": accuracy, "frechet": frechet(mu, sigma, reference["mu"], reference["sigma"]),
+                   "eval_accuracy": accuracy, "frechet": frechet_from_stats(*(t.double().numpy() for t in (
+                       mu, sigma, reference["mu"], reference["sigma"]))),
                    "samples": len(images), "seconds": time.perf_counter() - start}
             if row["nfe_spent"] > row["budget_nfe"]:
                 raise RuntimeError(f"{method} at {multiple}x spent {row['nfe_spent']} NFEs over {row['budget_nfe']}")
@@ -124,8 +127,9 @@ def load_world(base: Path) -> dict:
     model, clip, vae = nodes.CheckpointLoaderSimple().load_checkpoint(CHECKPOINT)[:3]
     verifier = NoiseSearchVerifierLoader.execute("clip_score", str(base / "models" / "verifiers" / FILES["clip"]),
                                                  "auto", "auto", False, "", "").args[0]
-    return {"model": model, "clip": clip, "vae": vae, "verifier": verifier,
-            "negative": nodes.CLIPTextEncode().encode(clip, "")[0]}
+    encode = nodes.CLIPTextEncode().encode
+    return {"model": model, "vae": vae, "verifier": verifier, "negative": encode(clip, "")[0],
+            "positive": [encode(clip, caption(c))[0] for c in range(len(CLASSES))]}
 
 
 def main(argv: Optional[list] = None) -> list:

@@ -99,15 +99,6 @@ def load_evaluator(weights: Path = WEIGHTS) -> tuple[Evaluator, dict[str, torch.
     return model.eval(), stats
 
 
-def frechet(mu_a: torch.Tensor, sigma_a: torch.Tensor, mu_b: torch.Tensor, sigma_b: torch.Tensor) -> float:
-    """Frechet distance between two Gaussians (Heusel et al., 2017), in float64."""
-    a, b = sigma_a.double(), sigma_b.double()
-    vals, vecs = torch.linalg.eigh(a)
-    root_a = vecs @ torch.diag(vals.clamp(min=0).sqrt()) @ vecs.T
-    cross = torch.linalg.eigvalsh(root_a @ b @ root_a).clamp(min=0).sqrt().sum()
-    return float(((mu_a.double() - mu_b.double()) ** 2).sum() + a.trace() + b.trace() - 2 * cross)
-
-
 def feature_stats(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     f = features.double()
     return f.mean(0), torch.cov(f.T)

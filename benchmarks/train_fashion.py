@@ -54,6 +54,14 @@ def log(stage: str, step: int, steps: int, loss: float, start: float) -> None:
         print(f"{stage:>9} {step + 1:5d}/{steps}  loss {loss:.4f}  {time.perf_counter() - start:6.0f} s", flush=True)
 
 
+def update(opt: torch.optim.Optimizer, loss: torch.Tensor) -> float:
+    """One optimiser step on `loss`; returns its value."""
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+
 def init_(module: torch.nn.Module, gen: torch.Generator) -> torch.nn.Module:
     """PyTorch's default bounds (U(+-1/sqrt(fan_in))) drawn from `gen`: ComfyUI's layers skip their own init."""
     with torch.no_grad():
@@ -83,10 +91,8 @@ def train_evaluator(data, steps: int, batch: int, lr: float, seed: int) -> dict:
     for step in range(steps):
         idx = torch.randint(len(x), (batch,), generator=gen)
         loss = F.cross_entropy(model(shifted(x[idx], gen)), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        log("evaluator", step, steps, loss.item(), start)
+        value = update(opt, loss)
+        log("evaluator", step, steps, value, start)
     model.eval()
     hx, hy = data["heldout"]
     with torch.no_grad():
@@ -105,6 +111,7 @@ def train_clip(data, steps: int, batch: int, lr: float, seed: int) -> dict:
 
     from noise_search.tests.helpers.tiny_models import hf_clip_config, make_hf_processor
     from noise_search.verifiers.clip import _features
+    from noise_search.verifiers.preprocess import OPENAI_MEAN, OPENAI_STD
 
     gen = torch.Generator().manual_seed(seed)
     folder = OUT / FILES["clip"]
@@ -121,8 +128,7 @@ def train_clip(data, steps: int, batch: int, lr: float, seed: int) -> dict:
     texts = [t.format(c) for c in CLASSES for t in CLIP_TEMPLATES]
     text_labels = torch.tensor([c for c in range(len(CLASSES)) for _ in CLIP_TEMPLATES])
     tokens = tokenizer(texts, padding=True, return_tensors="pt")
-    mean = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
-    std = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (OPENAI_MEAN, OPENAI_STD))
     x, y = data["generator"]
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-2)
     start = time.perf_counter()
@@ -134,10 +140,8 @@ def train_clip(data, steps: int, batch: int, lr: float, seed: int) -> dict:
         same = (y[idx][:, None] == text_labels[pick][None]).float()
         loss = 0.5 * (F.cross_entropy(out.logits_per_image, same / same.sum(1, keepdim=True))
                       + F.cross_entropy(out.logits_per_text, same.T / same.T.sum(1, keepdim=True)))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        log("clip", step, steps, loss.item(), start)
+        value = update(opt, loss)
+        log("clip", step, steps, value, start)
     model.eval()
     hx, hy = data["heldout"]
     with torch.no_grad():
@@ -171,10 +175,8 @@ def train_vae(data, steps: int, batch: int, lr: float, latent_noise: float, late
         z = enc(x[idx])
         out = dec(z + latent_noise * torch.randn(z.shape, generator=gen))
         loss = F.mse_loss(out, x[idx]) + 0.1 * F.l1_loss(out, x[idx]) + latent_l2 * z.pow(2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        log("vae", step, steps, loss.item(), start)
+        value = update(opt, loss)
+        log("vae", step, steps, value, start)
     with torch.no_grad():
         hx = data["heldout"][0][:1000]
         z = enc.eval()(hx)
@@ -252,13 +254,11 @@ def train_mmdit(data, steps: int, batch: int, lr: float, caption_dropout: float,
         s = sigma.view(-1, 1, 1, 1)
         out = net((1 - s) * x0 + s * eps, model.model_sampling.timestep(sigma), context=cond[c], y=pooled[c])
         loss = F.mse_loss(out.float(), eps - x0)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        value = update(opt, loss)
         sched.step()
-        log("mmdit", step, steps, loss.item(), start)
+        log("mmdit", step, steps, value, start)
     save({k: v.half() for k, v in net.state_dict().items()}, OUT / FILES["mmdit"])
-    return {"latent_std": z.std().item(), "final_loss": loss.item(), "seconds": time.perf_counter() - start}
+    return {"latent_std": z.std().item(), "final_loss": value, "seconds": time.perf_counter() - start}
 
 
 def train_preview(data, steps: int, batch: int, lr: float, seed: int) -> dict:
@@ -285,10 +285,8 @@ def train_preview(data, steps: int, batch: int, lr: float, seed: int) -> dict:
         idx = torch.randint(len(x), (batch,), generator=gen)
         latent, target = latents_and_target(x[idx])
         loss = F.mse_loss(student(latent), target)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        log("preview", step, steps, loss.item(), start)
+        value = update(opt, loss)
+        log("preview", step, steps, value, start)
     with torch.no_grad():
         latent, target = latents_and_target(data["heldout"][0][:500])
         error = F.mse_loss(student.eval()(latent).clamp(0, 1), target).item()
