@@ -1,5 +1,6 @@
 """benchmarks/fashion_scaling.py on the trained world, one seed per class: at 1x every search is the plain sample
-(candidate 0 is the stock KSampler's), so its row equals the steps row; at 4x no method spends over its budget."""
+(candidate 0 is the stock KSampler's), so its row equals the steps row; at 4x no method spends over its budget; real
+test images of the same count, the floor the Frechet distances are read against, score far below the plain sample."""
 
 import json
 import subprocess
@@ -15,7 +16,7 @@ pytestmark = [pytest.mark.comfyui, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def rows(tmp_path_factory) -> list:
+def output(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("fashion_scaling") / "rows.json"
     proc = subprocess.run([sys.executable, str(BENCH / "fashion_scaling.py"), "--comfyui", str(comfyui_path()),
                            "--seeds", "1", "--multiples", "1", "4", "--methods", "steps", "random", "trust_region",
@@ -23,6 +24,11 @@ def rows(tmp_path_factory) -> list:
     assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
     assert "| budget | more steps | Random | best other search |" in proc.stdout
     return json.loads(out.read_text())
+
+
+@pytest.fixture(scope="module")
+def rows(output) -> list:
+    return output["rows"]
 
 
 def test_at_1x_every_method_is_the_plain_sample(rows):
@@ -36,3 +42,16 @@ def test_no_method_spends_over_its_budget(rows):
     at4 = {r["method"]: r for r in rows if r["multiple"] == 4}
     assert at4["steps"]["nfe_spent"] == at4["random"]["nfe_spent"] == 80
     assert 0 < at4["trust_region"]["nfe_spent"] <= 80
+
+
+def test_each_row_keeps_its_per_sample_verdicts(rows):
+    for r in rows:
+        assert len(r["correct"]) == r["samples"]
+        assert sum(r["correct"]) / r["samples"] == pytest.approx(r["eval_accuracy"])
+
+
+def test_real_images_of_the_same_count_are_the_floor(output):
+    real, plain = output["real"], output["rows"][0]
+    assert real["samples"] == plain["samples"] == 10 and real["draws"] == 20
+    assert real["frechet_sd"] > 0
+    assert real["frechet_mean"] + 3 * real["frechet_sd"] < plain["frechet"]
