@@ -152,9 +152,10 @@ class Pool:
         for w in self.alive:
             self.actors[w].interrupt.remote()
 
-    def close(self) -> None:
+    def close(self) -> list:
         """Kill every worker process; stop the local Ray this pool started, and wait until its workers have
-        exited, so that none outlives the search (or leave the joined cluster)."""
+        exited, so that none outlives the search (or leave the joined cluster). Returns a note for the report
+        if some are still running after EXIT_S."""
         for a in self.actors:
             try:
                 self.ray.kill(a)
@@ -164,9 +165,12 @@ class Pool:
         if self.started:
             self.ray.shutdown()
             _restore_auth(self.ray, self.auth)
-            if self.spec.local and (left := wait_exited(self.pids)):
-                log.warning("%s: Ray worker processes %s still running %.0f s after the search stopped them",
-                            self.node, left, EXIT_S)
+            if self.spec.local and (left := wait_exited(self.pids, EXIT_S)):
+                note = (f"Ray worker processes {', '.join(map(str, left))} were still running {EXIT_S:.0f} s after "
+                        f"the search stopped them: if they stay, end them (kill {' '.join(map(str, left))})")
+                log.warning("%s: %s", self.node, note)
+                return [note]
+        return []
 
     def lost(self, w: int) -> Optional[int]:
         if w in self.alive:

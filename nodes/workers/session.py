@@ -110,9 +110,9 @@ class Session:
         return result, out, []
 
     def close(self) -> list:
-        """Every worker's notes and share of the time; then no worker process is left."""
+        """Every worker's notes and share of the time; then no worker process is left (or a note says which is)."""
+        notes = []
         try:
-            notes = []
             if self.pool.alive:
                 for item_notes in self.gather([(w, "finish", ()) for w in self.pool.alive], retry=False):
                     notes += [f"item {i}: {n}" if self.p.items > 1 else n for i, n in item_notes]
@@ -121,11 +121,12 @@ class Session:
                                for w, (h, s) in enumerate(zip(self.hosts, self.seconds)))
             lost = [f"worker {w} ({self.hosts[w]}) was lost mid-search: its candidates ran again on the others"
                     for w in self.lost]
-            return notes + lost + [f"spread over {len(self.hosts)} Ray workers: {shares}",
-                                   f"workers ready in {self.ready_s:.1f} s (Ray started or joined, ComfyUI booted in "
-                                   f"each, the workflow run up to the search)"]
+            notes += lost + [f"spread over {len(self.hosts)} Ray workers: {shares}",
+                             f"workers ready in {self.ready_s:.1f} s (Ray started or joined, ComfyUI booted in each, "
+                             f"the workflow run up to the search)"]
         finally:
-            self.pool.close()
+            notes += self.pool.close()
+        return notes
 
 
 class RemoteRun:

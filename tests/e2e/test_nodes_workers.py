@@ -12,6 +12,7 @@ from noise_search.tests.helpers.comfy_script import run_in_comfyui
 pytestmark = pytest.mark.comfyui
 
 BODY = r'''
+import os
 import types
 from noise_search.nodes.workers import WorkerSpec
 from noise_search.nodes.workers.pool import require_ray, wait_exited, worker_argv
@@ -75,6 +76,18 @@ slow = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
 start = time.monotonic()
 out["exited"] = [wait_exited([quick.pid, zombie.pid], timeout=20) == [], time.monotonic() - start,
                  wait_exited([slow.pid, quick.pid], timeout=0.3) == [slow.pid]]
+
+from noise_search.nodes.workers import pool as pool_module
+from noise_search.nodes.workers.session import Session
+
+pool = pool_module.Pool.__new__(pool_module.Pool)  # a local Ray's pool whose one worker outlives the wait
+pool.actors, pool.alive, pool.pids, pool.started = [], [], [slow.pid], True
+pool.spec, pool.node, pool.auth = WorkerSpec(), "Noise Search Sampler", os.environ.get(pool_module.AUTH_MODE)
+pool.ray = types.SimpleNamespace(shutdown=lambda: None, kill=lambda a: None)
+session = Session.__new__(Session)
+session.pool, session.lost, session.hosts, session.seconds, session.ready_s = pool, [], ["h:1"], [1.0], 0.5
+pool_module.EXIT_S = 0.3
+out["left_note"] = [str(slow.pid), session.close()]
 slow.kill()
 for p in (quick, zombie, slow):
     p.wait()
@@ -119,6 +132,14 @@ def test_closing_a_local_ray_waits_until_its_workers_have_exited(result):
     gone, waited, still = result["exited"]
     assert gone and 0.4 < waited < 20  # waited for the one still running, took a zombie for exited
     assert still  # a process that outlives the wait is named
+
+
+def test_a_worker_that_outlives_the_wait_is_named_in_the_reports_notes(result):
+    pid, notes = result["left_note"]
+    assert notes[:2] == ["spread over 1 Ray workers: worker 0 (h:1) 1.0 s (100 %)",
+                         "workers ready in 0.5 s (Ray started or joined, ComfyUI booted in each, the workflow run up "
+                         "to the search)"]
+    assert len(notes) == 3 and pid in notes[2] and f"kill {pid}" in notes[2] and "still running 0 s" in notes[2]
 
 
 def test_an_empty_address_starts_a_local_ray(result):
