@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import tempfile
 import time
@@ -125,21 +126,41 @@ def run(world: dict, methods: Sequence[str], multiples: Sequence[int], seeds: Se
     return rows
 
 
+def mcnemar_one_sided(better: int, worse: int) -> float:
+    """P(at least `better` of the discordant pairs favour one side | both equally good): exact binomial."""
+    n = better + worse
+    return sum(math.comb(n, k) for k in range(better, n + 1)) / 2 ** n if n else 1.0
+
+
 def table(rows: Sequence[dict]) -> str:
-    """The README's table: per budget, steps, Random and the best other search (by evaluator accuracy)."""
-    lines = ["| budget | more steps | Random | best other search |", "|---|---|---|---|"]
-    for multiple in sorted({r["multiple"] for r in rows}):
-        at = {r["method"]: r for r in rows if r["multiple"] == multiple}
-        others = [r for m, r in at.items() if m not in ("steps", "random")]
-        best = max(others, key=lambda r: (r["eval_accuracy"], -r["frechet"])) if others else None
-
-        def cell(r):
-            return f"{100 * r['eval_accuracy']:.0f} % / {r['frechet']:.2f}" if r else "—"
-
-        named = f"{cell(best)} ({best['method']})" if best else cell(None)
-        lines.append(f"| {multiple}x ({STEPS * multiple} NFE) | {cell(at.get('steps'))} | {cell(at.get('random'))} | "
-                     f"{named} |")
-    return "\n".join(lines)
+    """The README's tables. A row per method, a column per budget: evaluator accuracy / Frechet distance (and the
+    NFEs spent where under budget). Then each against the plain sample (steps at 1x) of the same prompt and seed:
+    the pairs where only the method's image shows the prompted garment : only the plain one, and McNemar's p."""
+    multiples = sorted({r["multiple"] for r in rows})
+    at = {(r["method"], r["multiple"]): r for r in rows}
+    plain = at.get(("steps", 1))
+    head = "| method | " + " | ".join(f"{m}× ({STEPS * m} NFE)" for m in multiples) + " |"
+    rule = "|---" * (len(multiples) + 1) + "|"
+    scores, paired = [head, rule], [head, rule]
+    for method in dict.fromkeys(r["method"] for r in rows):
+        score_cells, pair_cells = [], []
+        for m in multiples:
+            r = at.get((method, m))
+            if r is None:
+                score_cells.append("—")
+                pair_cells.append("—")
+                continue
+            spent = f" ({r['nfe_spent']:g} NFE)" if r["nfe_spent"] < r["budget_nfe"] else ""
+            score_cells.append(f"{r['eval_accuracy']:.2f} / {r['frechet']:.1f}{spent}")
+            if plain is None or len(plain["correct"]) != len(r["correct"]):
+                pair_cells.append("—")
+                continue
+            better = sum(a and not b for a, b in zip(r["correct"], plain["correct"]))
+            worse = sum(b and not a for a, b in zip(r["correct"], plain["correct"]))
+            pair_cells.append(f"{better}:{worse} (p {mcnemar_one_sided(better, worse):.3f})")
+        scores.append(f"| {method} | " + " | ".join(score_cells) + " |")
+        paired.append(f"| {method} | " + " | ".join(pair_cells) + " |")
+    return "\n".join(scores + ["", "against the plain sample, pairs better:worse (one-sided p):", ""] + paired)
 
 
 def load_world(base: Path) -> dict:

@@ -22,7 +22,8 @@ def output(tmp_path_factory) -> dict:
                            "--seeds", "1", "--multiples", "1", "4", "--methods", "steps", "random", "trust_region",
                            "--json", str(out)], capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
-    assert "| budget | more steps | Random | best other search |" in proc.stdout
+    assert "| method | 1× (20 NFE) | 4× (80 NFE) |" in proc.stdout
+    assert "| random | 0:0 (p 1.000) | " in proc.stdout  # at 1x the plain sample itself
     return json.loads(out.read_text())
 
 
