@@ -142,7 +142,7 @@ def table(rows: Sequence[dict]) -> str:
     head = "| method | " + " | ".join(f"{m}× ({STEPS * m} NFE)" for m in multiples) + " |"
     rule = "|---" * (len(multiples) + 1) + "|"
     scores, paired = [head, rule], [head, rule]
-    for method in dict.fromkeys(r["method"] for r in rows):
+    for method in [m for m in METHODS if any(r["method"] == m for r in rows)]:
         score_cells, pair_cells = [], []
         for m in multiples:
             r = at.get((method, m))
@@ -157,7 +157,8 @@ def table(rows: Sequence[dict]) -> str:
                 continue
             better = sum(a and not b for a, b in zip(r["correct"], plain["correct"]))
             worse = sum(b and not a for a, b in zip(r["correct"], plain["correct"]))
-            pair_cells.append(f"{better}:{worse} (p {mcnemar_one_sided(better, worse):.3f})")
+            p = mcnemar_one_sided(better, worse)
+            pair_cells.append(f"{better}:{worse} (p {p:.3f})" if p >= 0.001 else f"{better}:{worse} (p < 0.001)")
         scores.append(f"| {method} | " + " | ".join(score_cells) + " |")
         paired.append(f"| {method} | " + " | ".join(pair_cells) + " |")
     return "\n".join(scores + ["", "against the plain sample, pairs better:worse (one-sided p):", ""] + paired)
