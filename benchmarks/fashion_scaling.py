@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import tempfile
 import time
@@ -22,7 +21,18 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
-from fashion_world import CHECKPOINT, CLASSES, FILES, SIZE, caption, feature_stats, install, load_data, load_evaluator
+from fashion_world import (
+    CHECKPOINT,
+    CLASSES,
+    FILES,
+    SIZE,
+    caption,
+    feature_stats,
+    install,
+    load_data,
+    load_evaluator,
+    mcnemar_one_sided,
+)
 
 from digits_models import frechet_from_stats
 
@@ -77,10 +87,10 @@ def real_floor(evaluator, reference: dict, per_class: int, draws: int = 20, seed
     images, labels = load_data()["heldout"]
     gen = torch.Generator().manual_seed(seed)
     ref = [reference[k].double().numpy() for k in ("mu", "sigma")]
+    by_class = [torch.nonzero(labels == c)[:, 0] for c in range(len(CLASSES))]
     values, accuracies = [], []
     for _ in range(draws):
-        idx = torch.cat([torch.nonzero(labels == c)[:, 0][torch.randperm(int((labels == c).sum()), generator=gen)
-                                                            [:per_class]] for c in range(len(CLASSES))])
+        idx = torch.cat([i[torch.randperm(len(i), generator=gen)[:per_class]] for i in by_class])
         with torch.no_grad():
             feats = evaluator.features(images[idx])
             accuracies.append((evaluator.head(feats).argmax(1) == labels[idx]).float().mean().item())
@@ -90,8 +100,8 @@ def real_floor(evaluator, reference: dict, per_class: int, draws: int = 20, seed
             "frechet_sd": v.std().item(), "eval_accuracy": sum(accuracies) / draws}
 
 
-def run(world: dict, methods: Sequence[str], multiples: Sequence[int], seeds: Sequence[int], log=print) -> list:
-    evaluator, reference = load_evaluator()
+def run(world: dict, evaluator, reference: dict, methods: Sequence[str], multiples: Sequence[int],
+        seeds: Sequence[int], log=print) -> list:
     rows = []
     for multiple in multiples:
         for method in methods:
@@ -124,12 +134,6 @@ def run(world: dict, methods: Sequence[str], multiples: Sequence[int], seeds: Se
             log(f"{method:<12} {multiple:>3}x  nfe {row['nfe_spent']:6.1f}  acc {accuracy:.3f}  "
                 f"frechet {row['frechet']:7.2f}  {row['seconds']:5.0f} s")
     return rows
-
-
-def mcnemar_one_sided(better: int, worse: int) -> float:
-    """P(at least `better` of the discordant pairs favour one side | both equally good): exact binomial."""
-    n = better + worse
-    return sum(math.comb(n, k) for k in range(better, n + 1)) / 2 ** n if n else 1.0
 
 
 def table(rows: Sequence[dict]) -> str:
@@ -194,8 +198,9 @@ def main(argv: Optional[list] = None) -> dict:
         install(base / "models")
         start_comfy(str(args.comfyui.resolve()), str(base))
         with torch.inference_mode():
-            rows = run(load_world(base), args.methods, args.multiples, range(args.seeds))
-            real = real_floor(*load_evaluator(), args.seeds)
+            evaluator, reference = load_evaluator()
+            rows = run(load_world(base), evaluator, reference, args.methods, args.multiples, range(args.seeds))
+            real = real_floor(evaluator, reference, args.seeds)
     print(table(rows))
     print(f"real test images, {real['samples']} per set ({real['draws']} sets): accuracy {real['eval_accuracy']:.3f}, "
           f"Frechet {real['frechet_mean']:.1f} (sd {real['frechet_sd']:.1f})")

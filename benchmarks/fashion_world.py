@@ -99,7 +99,14 @@ def load_evaluator(weights: Path = WEIGHTS) -> tuple[Evaluator, dict[str, torch.
     return model.eval(), stats
 
 
+def mcnemar_one_sided(better: int, worse: int) -> float:
+    """P(at least `better` of the discordant pairs favour one side | both equally good): exact binomial."""
+    n = better + worse
+    return sum(math.comb(n, k) for k in range(better, n + 1)) / 2 ** n if n else 1.0
+
+
 def feature_stats(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and covariance of features [N, D], in float64: a Frechet distance's Gaussian."""
     f = features.double()
     return f.mean(0), torch.cov(f.T)
 

@@ -26,14 +26,17 @@ import torch.nn.functional as F
 from fashion_world import (
     CLASSES,
     FILES,
+    SIZE,
     WEIGHTS,
     Evaluator,
     caption,
     checkpoint_state_dict,
     feature_stats,
     load_data,
+    load_evaluator,
     save,
 )
+from safetensors.torch import load_file
 
 THREADS = 2
 STAGES = ("evaluator", "clip", "vae", "mmdit", "preview", "check")
@@ -224,8 +227,6 @@ def encode_captions(clip) -> tuple[torch.Tensor, torch.Tensor]:
 def train_mmdit(data, steps: int, batch: int, lr: float, caption_dropout: float, latents: int, seed: int) -> dict:
     """Rectified flow (Liu et al., 2022) with SD3's logit-normal times and shift 3 (Esser et al., 2024), trained on
     ComfyUI's own MMDiT as the checkpoint builds it; the latents come from the trained VAE as VAE Encode gives them."""
-    from safetensors.torch import load_file
-
     gen = torch.Generator().manual_seed(seed)
     vae_sd = load_file(str(OUT / FILES["vae"]))
     patcher, clip, vae = load_world_checkpoint(initial_mmdit(gen), vae_sd)
@@ -264,8 +265,6 @@ def train_mmdit(data, steps: int, batch: int, lr: float, caption_dropout: float,
 def train_preview(data, steps: int, batch: int, lr: float, seed: int) -> dict:
     """A TAESD decoder distilled from the VAE's: SD3-space latents in, the VAE's decoded pixels out, as ComfyUI's
     previewer (and the pack's "TAESD" scoring decode) use a models/vae_approx decoder."""
-    from safetensors.torch import load_file
-
     gen = torch.Generator().manual_seed(seed)
     teacher = taesd()
     teacher.load_state_dict({k: v.float() for k, v in load_file(str(OUT / FILES["vae"])).items()})
@@ -295,10 +294,7 @@ def train_preview(data, steps: int, batch: int, lr: float, seed: int) -> dict:
 
 
 def check(data, steps: int, cfg: float, seed: int) -> dict:
-    """One 32 x 32 sample per class through ComfyUI's KSampler (euler, simple), classified by the evaluator."""
-    from fashion_world import load_evaluator
-    from safetensors.torch import load_file
-
+    """One sample per class through ComfyUI's KSampler (euler, simple), classified by the evaluator."""
     import nodes
 
     patcher, clip, vae = load_world_checkpoint(load_file(str(OUT / FILES["mmdit"])),
@@ -310,7 +306,7 @@ def check(data, steps: int, cfg: float, seed: int) -> dict:
     with torch.inference_mode():
         for c in range(len(CLASSES)):
             positive = nodes.CLIPTextEncode().encode(clip, caption(c))[0]
-            latent = {"samples": torch.zeros(1, 16, 4, 4)}
+            latent = {"samples": torch.zeros(1, 16, SIZE // 8, SIZE // 8)}
             out = nodes.common_ksampler(patcher, seed + c, steps, cfg, "euler", "simple", positive, negative, latent)[0]
             image = vae.decode(out["samples"]).movedim(-1, 1)
             correct += int(evaluator(image).argmax(1).item() == c)
@@ -328,8 +324,9 @@ def main(argv=None) -> dict:
     OUT = args.out.resolve()
     settings = {k: dict(v) for k, v in DEFAULTS.items()}
     if args.smoke:
-        for stage in settings.values():
-            stage.update({k: 3 for k in ("steps",) if k in stage and stage is not settings["check"]})
+        for name, stage in settings.items():
+            if name != "check":
+                stage["steps"] = 3
         settings["mmdit"]["latents"] = 200
     if args.comfyui is None or not (args.comfyui / "main.py").is_file():
         parser.error("point --comfyui (or COMFYUI_PATH) at a ComfyUI checkout")

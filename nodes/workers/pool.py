@@ -166,8 +166,9 @@ class Pool:
             self.ray.shutdown()
             _restore_auth(self.ray, self.auth)
             if self.spec.local and (left := wait_exited(self.pids, EXIT_S)):
-                note = (f"Ray worker processes {', '.join(map(str, left))} were still running {EXIT_S:.0f} s after "
-                        f"the search stopped them: if they stay, end them (kill {' '.join(map(str, left))})")
+                pids = " ".join(map(str, left))
+                note = (f"Ray worker processes {pids} were still running {EXIT_S:.0f} s after the search stopped "
+                        f"them: if they stay, end them (kill {pids})")
                 log.warning("%s: %s", self.node, note)
                 return [note]
         return []

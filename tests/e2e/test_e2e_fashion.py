@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import subprocess
 import sys
 from pathlib import Path
@@ -87,12 +86,6 @@ def judged(fashion_env) -> dict:
     return out
 
 
-def mcnemar_one_sided(better: int, worse: int) -> float:
-    """P(at least `better` of the discordant pairs favour the search | both equally good): exact binomial."""
-    n = better + worse
-    return sum(math.comb(n, k) for k in range(better, n + 1)) / 2 ** n if n else 1.0
-
-
 def test_the_trained_models_load_through_comfyuis_loaders(fashion_env):
     info = fashion_env.client.object_info(refresh=True)
     w = world()
@@ -106,7 +99,7 @@ def test_random_search_makes_the_prompted_garment_more_often(judged):
     search = sum(s for _, s in judged.values()) / len(judged)
     better = sum(s and not p for p, s in judged.values())
     worse = sum(p and not s for p, s in judged.values())
-    p_value = mcnemar_one_sided(better, worse)
+    p_value = world().mcnemar_one_sided(better, worse)
     print(f"plain {plain:.3f}, search {search:.3f}, discordant {better}:{worse}, p {p_value:.4f}")
     assert search >= plain + MARGIN and p_value < ALPHA, (
         f"evaluator accuracy: plain {plain:.2f}, search {search:.2f}; discordant pairs {better} for, {worse} "
