@@ -6,8 +6,10 @@ tiny SD3 checkpoint loaded), which stores JSON-safe results in `out`."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from . import REPO_ROOT
@@ -81,9 +83,11 @@ def error(fn):
 
 def run_script(script: str, timeout: float) -> dict:
     """Run `script` with `python -c` in the ComfyUI checkout; return the JSON it printed after `RESULT ` (fails
-    with its output otherwise)."""
+    with its output otherwise). Its temporary files (tempfile's and ComfyUI's) go to a folder removed afterwards."""
     comfyui = comfyui_path()
-    proc = subprocess.run([sys.executable, "-c", script], cwd=comfyui, capture_output=True, text=True, timeout=timeout)
+    with tempfile.TemporaryDirectory(prefix="noise_search_script_") as scratch:
+        proc = subprocess.run([sys.executable, "-c", script], cwd=comfyui, capture_output=True, text=True,
+                              timeout=timeout, env={**os.environ, "TMPDIR": scratch})
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, (f"ComfyUI script failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
                                             f"{proc.stderr[-8000:]}")
