@@ -19,6 +19,7 @@ Weights come from a private torch.Generator; the global RNG state is saved and r
 
 from __future__ import annotations
 
+import atexit
 import json
 import math
 import shutil
@@ -214,6 +215,7 @@ def register_tiny_open_clip(name: str = TINY_OPEN_CLIP, config: Optional[dict] =
         return name
     if _CONFIG_DIR is None:
         _CONFIG_DIR = Path(tempfile.mkdtemp(prefix="noise_search_open_clip_"))
+        atexit.register(shutil.rmtree, _CONFIG_DIR, True)  # at exit: open_clip rescans this folder until then
     (_CONFIG_DIR / f"{name}.json").write_text(json.dumps(config or TINY_OPEN_CLIP_CONFIG))
     open_clip.add_model_config(_CONFIG_DIR)
     return name
